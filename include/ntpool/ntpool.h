@@ -1,0 +1,140 @@
+/*
+ * ntpool/ntpool.h - ntpool's native API: bug-check handler, options, statistics, fault
+ * injection, and structured-exception emulation for raise-on-failure allocations.
+ */
+#ifndef NTPOOL_NTPOOL_H
+#define NTPOOL_NTPOOL_H
+
+#include <setjmp.h>
+
+#include "wdm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NTPOOL_VERSION_MAJOR 1
+#define NTPOOL_VERSION_MINOR 0
+#define NTPOOL_VERSION_PATCH 0
+
+/* ---- bug checks ------------------------------------------------------------------------------------
+ * Every misuse the library detects ends in one bug check with Windows's code and parameters.
+ * The default handler writes the report (to stderr, and appends it to NTPOOL_BUGCHECK_LOG) and
+ * then acts as NTPOOL_BUGCHECK says (abort by default). A handler installed here replaces that
+ * action; it may leave with siglongjmp/longjmp (every bug check is raised with no lock of the
+ * library held); if it returns, the report is written and the process aborts. */
+typedef void (*ntpool_bugcheck_handler_t)(void *ctx, ULONG code, ULONG_PTR p1, ULONG_PTR p2,
+                                          ULONG_PTR p3, ULONG_PTR p4);
+NTPOOL_API void ntpool_set_bugcheck_handler(ntpool_bugcheck_handler_t fn, void *ctx);
+NTPOOL_API ntpool_bugcheck_handler_t ntpool_get_bugcheck_handler(void **ctx);
+/* The full text of the most recent report (also made when a handler is installed). Returns its
+ * length; writes at most len-1 bytes and a terminator. */
+NTPOOL_API size_t ntpool_bugcheck_last_report(char *buf, size_t len);
+/* Symbolic name of a bug-check code ("BAD_POOL_CALLER"), or NULL. */
+NTPOOL_API const char *ntpool_bugcheck_name(ULONG code);
+
+/* ---- options -----------------------------------------------------------------------------------------
+ * Read from NTPOOL_* environment variables at first use; settable by name here (with or without
+ * the NTPOOL_ prefix, any case). Returns 0, or an errno value (EINVAL bad value, ENOENT unknown). */
+NTPOOL_API int ntpool_option_set(const char *name, const char *value);
+NTPOOL_API int ntpool_option_get(const char *name, char *buf, size_t len);
+/* Write the option table to fd: plain text, or a Markdown table when markdown != 0. */
+NTPOOL_API int ntpool_options_print(int fd, int markdown);
+
+/* ---- pools and tags ----------------------------------------------------------------------------------- */
+typedef enum ntpool_pool_kind {
+    NTPOOL_POOL_NONPAGED_NX = 0,   /* NonPagedPoolNx, POOL_FLAG_NON_PAGED */
+    NTPOOL_POOL_NONPAGED_EXEC = 1, /* NonPagedPool(Execute), POOL_FLAG_NON_PAGED_EXECUTE */
+    NTPOOL_POOL_PAGED = 2,         /* PagedPool, POOL_FLAG_PAGED */
+    NTPOOL_POOL_KINDS = 3
+} ntpool_pool_kind_t;
+
+typedef struct ntpool_tag_counts {
+    uint64_t allocs; /* cumulative */
+    uint64_t frees;  /* cumulative */
+    int64_t bytes;   /* outstanding, at block size (small) or whole pages (big) */
+} ntpool_tag_counts_t;
+
+typedef struct ntpool_tag_stat {
+    ULONG tag; /* as stored: bytes in memory order, as poolmon shows them */
+    ntpool_tag_counts_t pool[NTPOOL_POOL_KINDS];
+} ntpool_tag_stat_t;
+
+/* Sum of every thread's counters, sorted by tag value. Returns the number of tags (may exceed
+ * cap; then only cap are written). No allocating thread is slowed down by it. */
+NTPOOL_API size_t ntpool_tag_snapshot(ntpool_tag_stat_t *out, size_t cap);
+/* The tag as poolmon prints it: 4 characters, unprintable bytes as '.', NUL-terminated. */
+NTPOOL_API char *ntpool_tag_string(ULONG tag, char out[5]);
+
+typedef struct ntpool_pool_info {
+    uint64_t limit;            /* bytes; High priority requests fail beyond it */
+    uint64_t low_threshold;    /* Low priority requests fail at or beyond it */
+    uint64_t normal_threshold; /* Normal priority requests fail at or beyond it */
+    uint64_t committed;        /* bytes of pages carved for blocks */
+    uint64_t peak;
+    uint64_t failures;         /* allocations refused */
+} ntpool_pool_info_t;
+/* pool: 0 nonpaged (NX and executable share it), 1 paged. */
+NTPOOL_API int ntpool_pool_info(int pool, ntpool_pool_info_t *info);
+NTPOOL_API uint64_t ntpool_quota_used(void);
+
+typedef struct ntpool_engine_stats {
+    uint64_t segments, segments_mapped, segments_unmapped, bytes_reserved, bytes_purged;
+    uint64_t spans_live, spans_created, spans_abandoned, spans_adopted, huge_live;
+    uint64_t heaps_live, heaps_created, locked_segments;
+    int lock_errno; /* why nonpaged memory is not locked (0: it is, or locking is off) */
+} ntpool_engine_stats_t;
+NTPOOL_API void ntpool_engine_stats(ntpool_engine_stats_t *st);
+
+/* Return empty memory to the OS now (and the calling thread's cached empty spans). */
+NTPOOL_API void ntpool_trim(void);
+/* Hand the calling thread's cached blocks and counters back now, as thread exit does. */
+NTPOOL_API void ntpool_thread_cleanup(void);
+/* Check the calling thread's heap invariants; returns violations, first described in why. */
+NTPOOL_API int ntpool_validate(char *why, size_t len);
+
+/* ---- fault injection at the OS layer -------------------------------------------------------------------
+ * The n-th OS memory call from now fails (ENOMEM), or every call from the n-th on. n = 0 disarms. */
+NTPOOL_API void ntpool_fault_os(unsigned long n, int from_on);
+NTPOOL_API unsigned long ntpool_fault_os_calls(void);
+
+/* ---- structured exceptions -------------------------------------------------------------------------------
+ *   NTPOOL_TRY {
+ *       p = ExAllocatePool2(POOL_FLAG_NON_PAGED | POOL_FLAG_RAISE_ON_FAILURE, n, 'looT');
+ *   } NTPOOL_EXCEPT(GetExceptionCode() == STATUS_INSUFFICIENT_RESOURCES
+ *                   ? EXCEPTION_EXECUTE_HANDLER : EXCEPTION_CONTINUE_SEARCH) {
+ *       p = NULL;
+ *   } NTPOOL_END_TRY;
+ * Blocks nest and work across function calls, per thread. Leaving a try block by return, goto
+ * or break skips its bookkeeping: do not. Locals changed inside the try block and read in the
+ * handler must be volatile (setjmp rules). An exception nobody handles is bug check 0x1E. */
+typedef struct ntpool_try_frame {
+    struct ntpool_try_frame *prev;
+    NTSTATUS code;
+    jmp_buf jb; /* standard C: the header works in strict -std=c11 builds */
+} ntpool_try_frame_t;
+NTPOOL_API void ntpool_try_enter(ntpool_try_frame_t *f);
+NTPOOL_API void ntpool_try_leave(ntpool_try_frame_t *f);
+NTPOOL_API int ntpool_try_filter(ntpool_try_frame_t *f, int disposition);
+NTPOOL_API NTSTATUS ntpool_exception_code(void);
+
+#define NTPOOL_TRY                                   \
+    {                                                \
+        ntpool_try_frame_t ntpool_try_frame_;        \
+        ntpool_try_enter(&ntpool_try_frame_);        \
+        if (setjmp(ntpool_try_frame_.jb) == 0) {
+#define NTPOOL_EXCEPT(filter)                        \
+        ntpool_try_leave(&ntpool_try_frame_);        \
+        } else if (ntpool_try_filter(&ntpool_try_frame_, (filter))) {
+#define NTPOOL_END_TRY \
+        }              \
+    }
+#ifndef GetExceptionCode
+#define GetExceptionCode() ntpool_exception_code()
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NTPOOL_NTPOOL_H */

@@ -1,0 +1,288 @@
+/*
+ * options.c - parsing and storage of the option table. No allocation: values live in static
+ * storage, so options can be read before and during the pool's own initialisation.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "options.h"
+#include "../../include/ntpool/ntpool.h"
+
+#define OPT_STR_MAX 256
+
+typedef struct opt_desc {
+    const char *var, *def, *example, *help;
+    ntp_opt_type_t type;
+} opt_desc_t;
+
+static const opt_desc_t desc[NTP_OPT_COUNT] = {
+#define NTP_OPT_DESC(id, v, t, d, ex, h) [NTP_OPT_##id] = {.var = v, .def = d, .example = ex, .help = h, .type = t},
+    NTPOOL_OPTION_TABLE(NTP_OPT_DESC)
+#undef NTP_OPT_DESC
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_once_t once;
+    _Atomic int64_t ival[NTP_OPT_COUNT];
+    char sval[NTP_OPT_COUNT][OPT_STR_MAX];
+} opts = {.lock = PTHREAD_MUTEX_INITIALIZER, .once = PTHREAD_ONCE_INIT};
+
+void (*ntp_options_changed)(ntp_opt_id_t id);
+
+int ntp_parse_size(const char *s, uint64_t *out)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    if (strcasecmp(s, "auto") == 0 || strcasecmp(s, "none") == 0 || strcasecmp(s, "default") == 0) {
+        *out = 0;
+        return 0;
+    }
+    if (!isdigit((unsigned char)*s))
+        return EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno != 0)
+        return EINVAL;
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': shift = 10; end++; break;
+    case 'M': shift = 20; end++; break;
+    case 'G': shift = 30; end++; break;
+    case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if (shift && (*end == 'B' || *end == 'b'))
+        end++;
+    if (*end == 'i' && shift) /* KiB, MiB */
+        end += (end[1] == 'B' || end[1] == 'b') ? 2 : 1;
+    while (isspace((unsigned char)*end))
+        end++;
+    if (*end != 0 || (shift && v > (UINT64_MAX >> shift)))
+        return EINVAL;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+static int parse_bool(const char *s, int64_t *out)
+{
+    static const char *yes[] = {"1", "yes", "on", "true"}, *no[] = {"0", "no", "off", "false"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0)
+            return *out = 1, 0;
+        if (strcasecmp(s, no[i]) == 0)
+            return *out = 0, 0;
+    }
+    return EINVAL;
+}
+
+static int valid_bugcheck(const char *s)
+{
+    if (strcmp(s, "abort") == 0 || strcmp(s, "trap") == 0)
+        return 1;
+    if (strncmp(s, "exit:", 5) != 0 || !isdigit((unsigned char)s[5]))
+        return 0;
+    char *end;
+    long v = strtol(s + 5, &end, 10);
+    return *end == 0 && v >= 0 && v <= 255;
+}
+
+static int valid_thresholds(const char *s)
+{
+    char *end;
+    long lo = strtol(s, &end, 10);
+    if (end == s || *end != ',')
+        return 0;
+    const char *s2 = end + 1;
+    long hi = strtol(s2, &end, 10);
+    return end != s2 && *end == 0 && lo >= 1 && hi >= lo && hi <= 100;
+}
+
+/* Parse text into option id's storage. Caller holds the lock. */
+static int set_locked(ntp_opt_id_t id, const char *text)
+{
+    int64_t iv = 0;
+    uint64_t uv = 0;
+    switch (desc[id].type) {
+    case NTP_OPT_SIZE:
+        if (ntp_parse_size(text, &uv) != 0 || uv > INT64_MAX)
+            return EINVAL;
+        iv = (int64_t)uv;
+        break;
+    case NTP_OPT_UINT: {
+        char *end;
+        if (!isdigit((unsigned char)*text))
+            return EINVAL;
+        errno = 0;
+        unsigned long long v = strtoull(text, &end, 0);
+        if (errno || *end || v > INT64_MAX)
+            return EINVAL;
+        iv = (int64_t)v;
+        break;
+    }
+    case NTP_OPT_BOOL:
+        if (parse_bool(text, &iv) != 0)
+            return EINVAL;
+        break;
+    case NTP_OPT_TRISTATE:
+        if (strcasecmp(text, "auto") == 0 || strcmp(text, "-1") == 0)
+            iv = -1;
+        else if (parse_bool(text, &iv) != 0)
+            return EINVAL;
+        break;
+    case NTP_OPT_STRING:
+        if (strlen(text) >= OPT_STR_MAX)
+            return EINVAL;
+        if (id == NTP_OPT_BUGCHECK && !valid_bugcheck(text))
+            return EINVAL;
+        if (id == NTP_OPT_PRIORITY_THRESHOLDS && !valid_thresholds(text))
+            return EINVAL;
+        break;
+    }
+    size_t n = strlen(text);
+    if (n >= OPT_STR_MAX)
+        n = OPT_STR_MAX - 1;
+    memcpy(opts.sval[id], text, n);
+    opts.sval[id][n] = 0;
+    atomic_store(&opts.ival[id], iv);
+    return 0;
+}
+
+static void load_once(void)
+{
+    pthread_mutex_lock(&opts.lock);
+    for (int i = 0; i < NTP_OPT_COUNT; i++) {
+        (void)set_locked((ntp_opt_id_t)i, desc[i].def);
+        const char *env = getenv(desc[i].var);
+        /* A bad value in the environment keeps the default: the library must still start. */
+        if (env != NULL && set_locked((ntp_opt_id_t)i, env) != 0)
+            (void)set_locked((ntp_opt_id_t)i, desc[i].def);
+    }
+    pthread_mutex_unlock(&opts.lock);
+}
+
+void ntp_options_load(void)
+{
+    pthread_once(&opts.once, load_once);
+}
+
+int64_t ntp_opt_int(ntp_opt_id_t id)
+{
+    ntp_options_load();
+    return atomic_load(&opts.ival[id]);
+}
+
+const char *ntp_opt_str(ntp_opt_id_t id)
+{
+    ntp_options_load();
+    return opts.sval[id];
+}
+
+/* "NTPOOL_PAGED_LIMIT", "paged_limit", "paged-limit" all name the same option. */
+static int find(const char *name)
+{
+    if (strncasecmp(name, "NTPOOL_", 7) == 0)
+        name += 7;
+    for (int i = 0; i < NTP_OPT_COUNT; i++) {
+        const char *v = desc[i].var + 7;
+        size_t k = 0;
+        for (; v[k] && name[k]; k++) {
+            char a = (char)toupper((unsigned char)name[k]);
+            if (a == '-')
+                a = '_';
+            if (a != v[k])
+                break;
+        }
+        if (v[k] == 0 && name[k] == 0)
+            return i;
+    }
+    return -1;
+}
+
+NTPOOL_API int ntpool_option_set(const char *name, const char *value)
+{
+    if (name == NULL || value == NULL)
+        return EINVAL;
+    ntp_options_load();
+    int id = find(name);
+    if (id < 0)
+        return ENOENT;
+    pthread_mutex_lock(&opts.lock);
+    int r = set_locked((ntp_opt_id_t)id, value);
+    pthread_mutex_unlock(&opts.lock);
+    if (r == 0 && ntp_options_changed != NULL)
+        ntp_options_changed((ntp_opt_id_t)id);
+    return r;
+}
+
+NTPOOL_API int ntpool_option_get(const char *name, char *buf, size_t len)
+{
+    if (name == NULL || buf == NULL || len == 0)
+        return EINVAL;
+    ntp_options_load();
+    int id = find(name);
+    if (id < 0)
+        return ENOENT;
+    pthread_mutex_lock(&opts.lock);
+    size_t n = strlen(opts.sval[id]);
+    int r = n < len ? 0 : ERANGE;
+    if (n >= len)
+        n = len - 1;
+    memcpy(buf, opts.sval[id], n);
+    buf[n] = 0;
+    pthread_mutex_unlock(&opts.lock);
+    return r;
+}
+
+static int put(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+NTPOOL_API int ntpool_options_print(int fd, int markdown)
+{
+    int r = 0;
+    if (markdown)
+        r |= put(fd, "| variable | meaning | default | example |\n|---|---|---|---|\n");
+    for (int i = 0; i < NTP_OPT_COUNT; i++) {
+        const opt_desc_t *d = &desc[i];
+        if (markdown) {
+            r |= put(fd, "| `");
+            r |= put(fd, d->var);
+            r |= put(fd, "` | ");
+            r |= put(fd, d->help);
+            r |= put(fd, " | `");
+            r |= put(fd, d->def[0] ? d->def : "(unset)");
+            r |= put(fd, "` | `");
+            r |= put(fd, d->example);
+            r |= put(fd, "` |\n");
+        } else {
+            r |= put(fd, d->var);
+            r |= put(fd, " (default ");
+            r |= put(fd, d->def[0] ? d->def : "unset");
+            r |= put(fd, ", e.g. ");
+            r |= put(fd, d->example);
+            r |= put(fd, ")\n    ");
+            r |= put(fd, d->help);
+            r |= put(fd, "\n");
+        }
+    }
+    return r;
+}

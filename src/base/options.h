@@ -1,0 +1,67 @@
+/*
+ * options.h - every NTPOOL_* option, in one table.
+ *
+ * The table drives parsing, ntpool_option_set/get, the --help text and README's option table
+ * (a test checks README against ntpool_options_print). Values are read from the environment
+ * once, at the library's first use; ntpool_option_set changes them later and the library
+ * re-applies what depends on them.
+ */
+#ifndef NTPOOL_OPTIONS_H
+#define NTPOOL_OPTIONS_H
+
+#include "base.h"
+
+typedef enum ntp_opt_type {
+    NTP_OPT_SIZE,     /* bytes with optional K/M/G/T (binary); "auto"/"none" = 0 */
+    NTP_OPT_UINT,     /* decimal or 0x hex */
+    NTP_OPT_BOOL,     /* 1/0, yes/no, on/off, true/false */
+    NTP_OPT_TRISTATE, /* auto (-1), 0, 1 */
+    NTP_OPT_STRING,   /* checked by a per-option validator */
+} ntp_opt_type_t;
+
+/*  X(id, variable, type, default, example, meaning) */
+#define NTPOOL_OPTION_TABLE(X)                                                                      \
+    X(NONPAGED_LIMIT, "NTPOOL_NONPAGED_LIMIT", NTP_OPT_SIZE, "auto", "64M",                         \
+      "Nonpaged pool size limit in bytes (K/M/G suffixes). `auto`: 3/4 of RAM, or of the cgroup "   \
+      "memory limit if lower.")                                                                     \
+    X(PAGED_LIMIT, "NTPOOL_PAGED_LIMIT", NTP_OPT_SIZE, "auto", "256M",                              \
+      "Paged pool size limit in bytes. `auto`: RAM, or the cgroup memory limit if lower.")          \
+    X(PRIORITY_THRESHOLDS, "NTPOOL_PRIORITY_THRESHOLDS", NTP_OPT_STRING, "80,95", "70,90",          \
+      "Percent of a pool's limit at which LowPoolPriority, then NormalPoolPriority requests "       \
+      "(and every legacy and ExAllocatePool2 request) fail; HighPoolPriority fails only at the "    \
+      "limit.")                                                                                     \
+    X(QUOTA_LIMIT, "NTPOOL_QUOTA_LIMIT", NTP_OPT_SIZE, "none", "16M",                               \
+      "Pool quota of the process for ExAllocatePoolWithQuotaTag and POOL_FLAG_USE_QUOTA; beyond "  \
+      "it they fail with STATUS_QUOTA_EXCEEDED. `none`: unlimited.")                                \
+    X(BUGCHECK, "NTPOOL_BUGCHECK", NTP_OPT_STRING, "abort", "exit:66",                              \
+      "What happens after a bug-check report: `abort` (SIGABRT), `exit:N` (_exit(N)), `trap` "      \
+      "(a breakpoint trap, for debuggers).")                                                        \
+    X(BUGCHECK_LOG, "NTPOOL_BUGCHECK_LOG", NTP_OPT_STRING, "", "/tmp/bc.log",                       \
+      "Also append every bug-check report to this file.")                                           \
+    X(TAG_CHECKS, "NTPOOL_TAG_CHECKS", NTP_OPT_BOOL, "1", "0",                                      \
+      "Bug check 0xC2/0x9C for the tag `BIG ` and 0xC2/0x9D for a tag with no letter or digit.")    \
+    X(PURGE_DELAY, "NTPOOL_PURGE_DELAY", NTP_OPT_UINT, "100", "0",                                  \
+      "Milliseconds that free pages stay resident before they go back to the OS.")                  \
+    X(LOCK_NONPAGED, "NTPOOL_LOCK_NONPAGED", NTP_OPT_TRISTATE, "auto", "0",                         \
+      "Keep nonpaged pool resident (mlock2 MLOCK_ONFAULT): `auto` when the process may lock "       \
+      "memory, `1`, `0`.")
+
+typedef enum ntp_opt_id {
+#define NTP_OPT_ENUM(id, var, type, def, ex, help) NTP_OPT_##id,
+    NTPOOL_OPTION_TABLE(NTP_OPT_ENUM)
+#undef NTP_OPT_ENUM
+        NTP_OPT_COUNT
+} ntp_opt_id_t;
+
+/* Read the environment once (idempotent, thread-safe). */
+void ntp_options_load(void);
+/* Current value: integers for SIZE/UINT/BOOL/TRISTATE (0 = auto/none for SIZE). */
+int64_t ntp_opt_int(ntp_opt_id_t id);
+/* Current text of a STRING option (points to static storage; stable until the next set). */
+const char *ntp_opt_str(ntp_opt_id_t id);
+/* Parse "<digits>[KMGT]" etc. Returns 0 on success. */
+int ntp_parse_size(const char *s, uint64_t *out);
+/* Called after ntpool_option_set changed something (installed by the library init). */
+extern void (*ntp_options_changed)(ntp_opt_id_t id);
+
+#endif

@@ -1,0 +1,403 @@
+/*
+ * ex_pool.c - ExAllocatePool*, ExFreePool*, ExQueryPoolBlockSize.
+ *
+ * Every allocating routine validates its arguments as Windows does, translates them into one
+ * request (as 24H2 turns the legacy routines into ExAllocatePool2 calls, spec 1.5), and goes
+ * down one path: ex_alloc. Failure is handled in one place, ex_fail: must-succeed bug check,
+ * raise, or NULL.
+ *
+ *   legacy POOL_TYPE bit        request
+ *   0x001 paged                 kind PAGED          (else 0x200 NX -> NX, else EXEC)
+ *   0x002 must succeed          bug check 0x41 if the allocation fails
+ *   0x004 cache aligned         cache-line alignment
+ *   0x010 raise                 raise STATUS_INSUFFICIENT_RESOURCES instead of NULL
+ *   0x400 zero                  zeroed (legacy calls are otherwise uninitialised)
+ *   0x008, 0x020, 0x100         ignored (quota-fail modifier, session, cold hint)
+ */
+#include <string.h>
+
+#include "ddi.h"
+#include "../base/options.h"
+#include "../pool/pool.h"
+#include "../verifier/bugcheck.h"
+
+#define TAG_BAD0 0x30646142u /* "Bad0": legacy tag 0 becomes this (24H2) */
+#define TAG_NONE 0x656E6F4Eu /* "None": untagged legacy routines */
+#define TAG_BIG 0x20474942u  /* "BIG " */
+
+NTPOOL_API POOL_TYPE ExDefaultNonPagedPoolType = NonPagedPoolExecute;
+
+typedef struct ex_req {
+    uint32_t label;  /* tag (31 bits) | NTPOOL_LABEL_FLAG when quota is charged */
+    uint8_t kind;
+    uint8_t level;   /* NTPOOL_PRIO_* */
+    uint8_t hflags;  /* NTPOOL_HA_* */
+    uint8_t zero;
+    uint8_t raise;   /* raise instead of returning NULL */
+    uint8_t must;    /* must succeed: bug check 0x41 on failure */
+    uint8_t quota;   /* charge the process quota */
+    uint8_t quota_status; /* 1: a quota refusal raises STATUS_QUOTA_EXCEEDED (legacy) */
+    int pool_type;   /* POOL_TYPE number for reports */
+    const void *caller;
+} ex_req_t;
+
+static int kind_pool_type(unsigned kind)
+{
+    return kind == NTPOOL_KIND_PAGED ? PagedPool
+           : kind == NTPOOL_KIND_NX  ? NonPagedPoolNx
+                                     : NonPagedPoolExecute;
+}
+
+static unsigned level_of(EX_POOL_PRIORITY prio)
+{
+    unsigned base = (unsigned)prio >> 4;
+    return base == 0 ? NTPOOL_PRIO_LOW : base == 1 ? NTPOOL_PRIO_NORMAL : NTPOOL_PRIO_HIGH;
+}
+
+static int valid_priority(ULONG64 prio)
+{
+    switch (prio) {
+    case LowPoolPriority: case LowPoolPrioritySpecialPoolOverrun:
+    case LowPoolPrioritySpecialPoolUnderrun: case NormalPoolPriority:
+    case NormalPoolPrioritySpecialPoolOverrun: case NormalPoolPrioritySpecialPoolUnderrun:
+    case HighPoolPriority: case HighPoolPrioritySpecialPoolOverrun:
+    case HighPoolPrioritySpecialPoolUnderrun:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ---- failure, and the bug checks of allocation ---------------------------------------------------- */
+
+NTP_COLD static void *ex_fail(const ex_req_t *r, size_t n, NTSTATUS status)
+{
+    ntp_pool_note_failure(r->kind);
+    if (r->must) {
+        ntp_bc_info_t in = {r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller};
+        ntp_bugcheck(MUST_SUCCEED_POOL_EMPTY, n, 0, 0, 0, &in);
+    }
+    if (r->raise)
+        ntp_raise(status, r->caller);
+    return NULL;
+}
+
+NTP_COLD NTP_NORETURN static void bad_irql_alloc(const ex_req_t *r, size_t n, KIRQL irql)
+{
+    ntp_bc_info_t in = {r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller};
+    ntp_bugcheck(BAD_POOL_CALLER, 0x08, irql, (uintptr_t)r->pool_type, n, &in);
+}
+
+static int has_letter_or_digit(uint32_t tag)
+{
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = (unsigned char)(tag >> (8 * i));
+        if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))
+            return 1;
+    }
+    return 0;
+}
+
+/* 0xC2/0x9C ("BIG ") and 0xC2/0x9D (no letter or digit), when NTPOOL_TAG_CHECKS is on. */
+static void check_tag(uint32_t tag, int pool_type, size_t n, const void *caller)
+{
+    if (ntp_likely(has_letter_or_digit(tag) && tag != TAG_BIG))
+        return;
+    if (!ntp_opt_int(NTP_OPT_TAG_CHECKS))
+        return;
+    ntp_bc_info_t in = {tag, pool_type, 1, n, NULL, caller};
+    if (tag == TAG_BIG)
+        ntp_bugcheck(BAD_POOL_CALLER, 0x9C, (uintptr_t)pool_type, n, (uintptr_t)caller, &in);
+    ntp_bugcheck(BAD_POOL_CALLER, 0x9D, tag, (uintptr_t)pool_type, (uintptr_t)caller, &in);
+}
+
+/* ---- the one allocation path ------------------------------------------------------------------------ */
+
+static inline void *ex_alloc(const ex_req_t *r, size_t n)
+{
+    ntp_ensure_init();
+    KIRQL irql = ntp_irql;
+    if (ntp_unlikely(irql > APC_LEVEL) && (irql > DISPATCH_LEVEL || r->kind == NTPOOL_KIND_PAGED))
+        bad_irql_alloc(r, n, irql);
+    if (ntp_unlikely(n > NTPOOL_SIZE_MAX))
+        return ex_fail(r, n, STATUS_INSUFFICIENT_RESOURCES);
+    size_t sz = n ? n : 1; /* zero bytes: a unique minimum block (spec 11.3) */
+    ntpool_block_info_t bi;
+    void *p = ntp_pool_alloc(r->kind, sz, r->label, r->hflags, r->level, &bi);
+    if (ntp_unlikely(p == NULL))
+        return ex_fail(r, n, STATUS_INSUFFICIENT_RESOURCES);
+    if (ntp_unlikely(r->quota) && !ntp_pool_quota_charge(bi.size)) {
+        ntp_pool_free(p, 0, &bi);
+        return ex_fail(r, n, r->quota_status ? STATUS_QUOTA_EXCEEDED : STATUS_INSUFFICIENT_RESOURCES);
+    }
+    if (r->zero && !bi.fresh)
+        memset(p, 0, sz <= NTPOOL_SMALL_MAX ? NTP_ALIGN_UP(sz, 16) : sz);
+    return p;
+}
+
+/* Translate a legacy call (spec 1.5). */
+static void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int quota,
+                    const void *caller)
+{
+    unsigned t = (unsigned)type;
+    ex_req_t r;
+    uint32_t tg = tag & NTPOOL_LABEL_ID;
+    if (tg == 0)
+        tg = TAG_BAD0;
+    r.kind = (t & 1) ? NTPOOL_KIND_PAGED : (t & NonPagedPoolNx) ? NTPOOL_KIND_NX : NTPOOL_KIND_EXEC;
+    r.level = (uint8_t)level;
+    r.hflags = (t & 4) ? NTPOOL_HA_LINE : 0;
+    r.zero = (t & POOL_ZERO_ALLOCATION) != 0;
+    r.must = (t & 2) != 0;
+    r.quota = (uint8_t)quota;
+    /* The quota routines raise unless told not to; the others only when told to. */
+    r.raise = quota ? !(t & POOL_QUOTA_FAIL_INSTEAD_OF_RAISE) : (t & POOL_RAISE_IF_ALLOCATION_FAILURE) != 0;
+    r.quota_status = 1;
+    r.pool_type = (int)t;
+    r.caller = caller;
+    r.label = tg | (quota ? NTPOOL_LABEL_FLAG : 0);
+    check_tag(tg, r.pool_type, n, caller);
+    return ex_alloc(&r, n);
+}
+
+NTPOOL_API PVOID ExAllocatePoolWithTag(POOL_TYPE type, SIZE_T n, ULONG tag)
+{
+    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePool(POOL_TYPE type, SIZE_T n)
+{
+    return legacy(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolWithTagPriority(POOL_TYPE type, SIZE_T n, ULONG tag,
+                                               EX_POOL_PRIORITY prio)
+{
+    return legacy(type, n, tag, level_of(prio), 0, __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolWithQuotaTag(POOL_TYPE type, SIZE_T n, ULONG tag)
+{
+    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolWithQuota(POOL_TYPE type, SIZE_T n)
+{
+    return legacy(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolZero(POOL_TYPE type, SIZE_T n, ULONG tag)
+{
+    return legacy((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL, 0,
+                  __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag)
+{
+    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolQuotaZero(POOL_TYPE type, SIZE_T n, ULONG tag)
+{
+    return legacy((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL, 1,
+                  __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolQuotaUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag)
+{
+    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolPriorityZero(POOL_TYPE type, SIZE_T n, ULONG tag, EX_POOL_PRIORITY prio)
+{
+    return legacy((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, level_of(prio), 0,
+                  __builtin_return_address(0));
+}
+
+NTPOOL_API PVOID ExAllocatePoolPriorityUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag,
+                                                     EX_POOL_PRIORITY prio)
+{
+    return legacy(type, n, tag, level_of(prio), 0, __builtin_return_address(0));
+}
+
+NTPOOL_API VOID ExInitializeDriverRuntime(ULONG flags)
+{
+    if (flags & DrvRtPoolNxOptIn)
+        ExDefaultNonPagedPoolType = NonPagedPoolNx;
+}
+
+/* ---- ExAllocatePool2 / ExAllocatePool3 --------------------------------------------------------------- */
+
+#define KIND_FLAGS (POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED)
+/* Required bits nobody knows: 0x800..0x80000000 (spec 1.4, as 24H2 validates). */
+#define UNKNOWN_REQUIRED 0x00000000FFFFF800ull
+
+/* Validate flags and tag as ExAllocatePool2 does; fill r. 0 when invalid. */
+static int pool2_request(POOL_FLAGS flags, ULONG tag, const void *caller, ex_req_t *r)
+{
+    POOL_FLAGS k = flags & KIND_FLAGS;
+    r->raise = (flags & POOL_FLAG_RAISE_ON_FAILURE) != 0;
+    r->must = 0;
+    r->caller = caller;
+    if (k == 0 || (k & (k - 1)) != 0 || (flags & UNKNOWN_REQUIRED) || (flags & POOL_FLAG_RESERVED1) ||
+        (tag & NTPOOL_LABEL_ID) == 0)
+        return 0;
+    r->kind = k == POOL_FLAG_PAGED ? NTPOOL_KIND_PAGED
+              : k == POOL_FLAG_NON_PAGED ? NTPOOL_KIND_NX
+                                         : NTPOOL_KIND_EXEC;
+    r->pool_type = kind_pool_type(r->kind);
+    r->level = NTPOOL_PRIO_NORMAL;
+    r->hflags = (flags & POOL_FLAG_CACHE_ALIGNED) ? NTPOOL_HA_LINE : 0;
+    r->zero = !(flags & POOL_FLAG_UNINITIALIZED);
+    r->quota = (flags & POOL_FLAG_USE_QUOTA) != 0;
+    r->quota_status = 0;
+    r->label = (tag & NTPOOL_LABEL_ID) | (r->quota ? NTPOOL_LABEL_FLAG : 0);
+    return 1;
+}
+
+NTP_COLD static void *invalid(const ex_req_t *r)
+{
+    if (r->raise)
+        ntp_raise(STATUS_INVALID_PARAMETER, r->caller);
+    return NULL;
+}
+
+NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
+{
+    ex_req_t r;
+    if (ntp_unlikely(!pool2_request(flags, tag, __builtin_return_address(0), &r)))
+        return invalid(&r);
+    check_tag(r.label & NTPOOL_LABEL_ID, r.pool_type, n, r.caller);
+    return ex_alloc(&r, n);
+}
+
+/* Apply extended parameters (spec 1.7). 0 when a required one is unknown or unusable. */
+static int apply_params(ex_req_t *r, POOL_FLAGS flags, PCPOOL_EXTENDED_PARAMETER p, ULONG count)
+{
+    if (count > 0 && p == NULL)
+        return 0;
+    int have_prio = 0, have_node = 0;
+    for (ULONG i = 0; i < count; i++) {
+        int optional = p[i].Optional != 0, ok = 0;
+        switch (p[i].Type) {
+        case PoolExtendedParameterPriority:
+            ok = !have_prio && valid_priority((ULONG64)p[i].Priority);
+            if (ok) {
+                r->level = (uint8_t)level_of(p[i].Priority);
+                have_prio = 1;
+            }
+            break;
+        case PoolExtendedParameterNumaNode: {
+            ULONG node = p[i].PreferredNode & ~MM_ANY_NODE_OK;
+            /* Nodes are valid only for nonpaged NX pool; every node's memory is ours to give. */
+            ok = !have_node && (flags & KIND_FLAGS) == POOL_FLAG_NON_PAGED &&
+                 node <= KeQueryHighestNodeNumber();
+            have_node |= ok;
+            break;
+        }
+        default: /* secure pool and unknown types are not supported */
+            ok = 0;
+            break;
+        }
+        if (!ok && !optional)
+            return 0;
+    }
+    return 1;
+}
+
+NTPOOL_API PVOID ExAllocatePool3(POOL_FLAGS flags, SIZE_T n, ULONG tag,
+                                 PCPOOL_EXTENDED_PARAMETER params, ULONG count)
+{
+    ex_req_t r;
+    if (ntp_unlikely(!pool2_request(flags, tag, __builtin_return_address(0), &r)) ||
+        !apply_params(&r, flags, params, count))
+        return invalid(&r);
+    check_tag(r.label & NTPOOL_LABEL_ID, r.pool_type, n, r.caller);
+    return ex_alloc(&r, n);
+}
+
+/* ---- free ---------------------------------------------------------------------------------------------- */
+
+/* Everything that is not a plain free of a block the thread owns, at low IRQL. */
+NTP_COLD static void ex_free_slow(void *p, uint32_t expect, const void *caller)
+{
+    ntp_ensure_init();
+    KIRQL irql = ntp_irql;
+    ntpool_block_info_t bi;
+    ntpool_hf_t r = ntpool_heap_lookup(p, &bi);
+    int type = r == NTPOOL_HF_NOT_OURS ? -1 : kind_pool_type(bi.kind);
+    ntp_bc_info_t in = {bi.label & NTPOOL_LABEL_ID, type, r != NTPOOL_HF_NOT_OURS, bi.size, p, caller};
+    if (irql > DISPATCH_LEVEL || (irql > APC_LEVEL && bi.kind == NTPOOL_KIND_PAGED && type >= 0))
+        ntp_bugcheck(BAD_POOL_CALLER, 0x09, irql, (uintptr_t)(type < 0 ? 0 : type), (uintptr_t)p, &in);
+    if (r == NTPOOL_HF_OK) {
+        r = ntp_pool_free(p, expect, &bi);
+        if (r == NTPOOL_HF_OK) {
+            if (bi.label & NTPOOL_LABEL_FLAG)
+                ntp_pool_quota_release(bi.size);
+            return;
+        }
+        in.tag = bi.label & NTPOOL_LABEL_ID; /* lost a race with another free: report it */
+    }
+    switch (r) {
+    case NTPOOL_HF_NOT_OURS:
+        in.has_size = 0;
+        ntp_bugcheck(BAD_POOL_CALLER, 0x46, (uintptr_t)p, 0, 0, &in);
+    case NTPOOL_HF_NOT_ALLOCATED:
+        in.has_size = 0;
+        ntp_bugcheck(BAD_POOL_CALLER, bi.kind == NTPOOL_KIND_PAGED ? 0x48 : 0x44, (uintptr_t)p, 0, 0, &in);
+    case NTPOOL_HF_INTERIOR:
+        if (bi.kind == NTPOOL_KIND_PAGED)
+            ntp_bugcheck(BAD_POOL_CALLER, 0x41286, (uintptr_t)p, (uintptr_t)bi.block, bi.offset, &in);
+        ntp_bugcheck(BAD_POOL_CALLER, 0x99, (uintptr_t)p, 0, 0, &in);
+    case NTPOOL_HF_ALREADY_FREE:
+        in.tag = 0;
+        if (bi.big)
+            ntp_bugcheck(BAD_POOL_HEADER, 0x22, (uintptr_t)p, 0, 0, &in);
+        ntp_bugcheck(BAD_POOL_CALLER, 0x07, 0, bi.size, (uintptr_t)p, &in);
+    case NTPOOL_HF_LABEL_MISMATCH:
+    default:
+        ntp_bugcheck(BAD_POOL_CALLER, 0x0A, (uintptr_t)p, bi.label & NTPOOL_LABEL_ID, expect, &in);
+    }
+}
+
+static inline void ex_free(void *p, uint32_t expect, const void *caller)
+{
+    ntpool_block_info_t bi;
+    if (ntp_likely(ntp_irql <= APC_LEVEL) && ntp_likely(ntpool_heap_free_fast(p, expect, &bi) == 0)) {
+        ntp_tags_count(bi.label & NTPOOL_LABEL_ID, bi.kind, 0, 1, -(int64_t)bi.size);
+        if (ntp_unlikely(bi.label & NTPOOL_LABEL_FLAG))
+            ntp_pool_quota_release(bi.size);
+        return;
+    }
+    ex_free_slow(p, expect, caller);
+}
+
+NTPOOL_API VOID ExFreePoolWithTag(PVOID p, ULONG tag)
+{
+    ex_free(p, tag & NTPOOL_LABEL_ID, __builtin_return_address(0));
+}
+
+NTPOOL_API VOID ExFreePool(PVOID p)
+{
+    ex_free(p, 0, __builtin_return_address(0));
+}
+
+/* Extended parameters of a free are for secure pool, which ntpool does not have: ignored. */
+NTPOOL_API VOID ExFreePool2(PVOID p, ULONG tag, PCPOOL_EXTENDED_PARAMETER params, ULONG count)
+{
+    (void)params, (void)count;
+    ex_free(p, tag & NTPOOL_LABEL_ID, __builtin_return_address(0));
+}
+
+NTPOOL_API SIZE_T ExQueryPoolBlockSize(PVOID p, PBOOLEAN quota)
+{
+    ntpool_block_info_t bi;
+    if (ntpool_heap_lookup(p, &bi) != NTPOOL_HF_OK) {
+        if (quota)
+            *quota = FALSE;
+        return 0;
+    }
+    if (quota)
+        *quota = (bi.label & NTPOOL_LABEL_FLAG) ? TRUE : FALSE;
+    return bi.size;
+}

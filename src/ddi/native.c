@@ -1,0 +1,195 @@
+/*
+ * native.c - library start-up and the native ntpool_* API that is not a Windows routine.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "ddi.h"
+#include "../base/options.h"
+#include "../heap/internal.h"
+#include "../os/os.h"
+#include "../pool/pool.h"
+#include "../verifier/bugcheck.h"
+
+_Atomic int ntp_lib_ready;
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+/* The engine found its own lists damaged (by writes to freed memory, or two racing frees). */
+static void on_corruption(ntpool_corruption_t what, uintptr_t a, uintptr_t b)
+{
+    ntp_bc_info_t in = NTP_BC_INFO_NONE;
+    in.addr = (const void *)a;
+    switch (what) {
+    case NTPOOL_CORRUPT_REMOTE_DOUBLE:
+        /* A free raced another free of the same block: the late-detected double free. */
+        ntp_bugcheck(BAD_POOL_CALLER, 0x07, 0, b, a, &in);
+    case NTPOOL_CORRUPT_FREE_LIST:
+    case NTPOOL_CORRUPT_FREED_BLOCK:
+    default:
+        ntp_bugcheck(BAD_POOL_HEADER, 0x03, a, b, 0, &in);
+    }
+}
+
+static void apply_pool_options(void)
+{
+    ntp_pool_config_t pc = {0};
+    pc.limit[NTPOOL_BUDGET_NONPAGED] = (uint64_t)ntp_opt_int(NTP_OPT_NONPAGED_LIMIT);
+    pc.limit[NTPOOL_BUDGET_PAGED] = (uint64_t)ntp_opt_int(NTP_OPT_PAGED_LIMIT);
+    pc.quota_limit = (uint64_t)ntp_opt_int(NTP_OPT_QUOTA_LIMIT);
+    const char *th = ntp_opt_str(NTP_OPT_PRIORITY_THRESHOLDS);
+    unsigned lo = 0, hi = 0;
+    const char *c = th;
+    while (*c >= '0' && *c <= '9')
+        lo = lo * 10 + (unsigned)(*c++ - '0');
+    if (*c == ',')
+        c++;
+    while (*c >= '0' && *c <= '9')
+        hi = hi * 10 + (unsigned)(*c++ - '0');
+    pc.low_pct = lo;
+    pc.normal_pct = hi;
+    ntp_pool_configure(&pc);
+}
+
+static void options_changed(ntp_opt_id_t id)
+{
+    switch (id) {
+    case NTP_OPT_NONPAGED_LIMIT:
+    case NTP_OPT_PAGED_LIMIT:
+    case NTP_OPT_PRIORITY_THRESHOLDS:
+    case NTP_OPT_QUOTA_LIMIT:
+        if (atomic_load(&ntp_lib_ready))
+            apply_pool_options();
+        break;
+    default: /* read where used, or only at start-up */
+        break;
+    }
+}
+
+static void library_init_once(void)
+{
+    ntp_options_load();
+    ntpool_heap_config_t hc = {
+        .purge_delay_ms = (uint32_t)ntp_opt_int(NTP_OPT_PURGE_DELAY),
+        .lock_nonpaged = (int)ntp_opt_int(NTP_OPT_LOCK_NONPAGED),
+        .segment_cache = 1,
+        .corruption = on_corruption,
+    };
+    ntpool_heap_configure(&hc);
+    ntpool_heap_init();
+    ntp_tags_init();
+    apply_pool_options();
+    ntp_options_changed = options_changed;
+    atomic_store_explicit(&ntp_lib_ready, 1, memory_order_release);
+}
+
+void ntp_library_init(void)
+{
+    pthread_once(&lib_once, library_init_once);
+}
+
+/* ---- native API ------------------------------------------------------------------------------------------ */
+
+NTPOOL_API size_t ntpool_tag_snapshot(ntpool_tag_stat_t *out, size_t cap)
+{
+    ntp_ensure_init();
+    size_t n = ntp_tags_snapshot(NULL, 0);
+    for (;;) {
+        size_t room = n + 16;
+        ntp_tag_sum_t *tmp = ntp_meta_alloc(sizeof *tmp * room);
+        if (tmp == NULL)
+            return 0;
+        n = ntp_tags_snapshot(tmp, room);
+        if (n <= room) {
+            for (size_t i = 0; out != NULL && i < n && i < cap; i++) {
+                out[i].tag = tmp[i].tag;
+                for (int k = 0; k < NTPOOL_POOL_KINDS; k++) {
+                    out[i].pool[k].allocs = tmp[i].allocs[k];
+                    out[i].pool[k].frees = tmp[i].frees[k];
+                    out[i].pool[k].bytes = tmp[i].bytes[k];
+                }
+            }
+            ntp_meta_free(tmp, sizeof *tmp * room);
+            return n;
+        }
+        ntp_meta_free(tmp, sizeof *tmp * room); /* tags appeared meanwhile: again, bigger */
+    }
+}
+
+NTPOOL_API char *ntpool_tag_string(ULONG tag, char out[5])
+{
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = (unsigned char)(tag >> (8 * i));
+        out[i] = (c >= 0x20 && c < 0x7F) ? (char)c : '.';
+    }
+    out[4] = 0;
+    return out;
+}
+
+NTPOOL_API int ntpool_pool_info(int pool, ntpool_pool_info_t *info)
+{
+    if (info == NULL || pool < 0 || pool >= NTPOOL_BUDGETS)
+        return EINVAL;
+    ntp_ensure_init();
+    ntpool_budget_t b = (ntpool_budget_t)pool;
+    uint64_t lim[NTPOOL_LEVELS];
+    ntpool_heap_get_limits(b, lim);
+    info->low_threshold = lim[NTPOOL_PRIO_LOW];
+    info->normal_threshold = lim[NTPOOL_PRIO_NORMAL];
+    info->limit = lim[NTPOOL_PRIO_HIGH];
+    info->committed = ntpool_heap_committed(b);
+    info->peak = ntpool_heap_peak(b);
+    info->failures = ntp_pool_failures(b);
+    return 0;
+}
+
+NTPOOL_API uint64_t ntpool_quota_used(void)
+{
+    return ntp_pool_quota_used();
+}
+
+NTPOOL_API void ntpool_engine_stats(ntpool_engine_stats_t *st)
+{
+    ntp_ensure_init();
+    ntpool_heap_stats_t h;
+    ntpool_heap_stats(&h);
+    st->segments = h.segments;
+    st->segments_mapped = h.segments_mapped;
+    st->segments_unmapped = h.segments_unmapped;
+    st->bytes_reserved = h.bytes_reserved;
+    st->bytes_purged = h.bytes_purged;
+    st->spans_live = h.spans_live;
+    st->spans_created = h.spans_created;
+    st->spans_abandoned = h.spans_abandoned;
+    st->spans_adopted = h.spans_adopted;
+    st->huge_live = h.huge_live;
+    st->heaps_live = h.heaps_live;
+    st->heaps_created = h.heaps_created;
+    st->locked_segments = h.locked_segments;
+    st->lock_errno = h.lock_errno;
+}
+
+NTPOOL_API void ntpool_trim(void)
+{
+    ntpool_heap_trim();
+}
+
+NTPOOL_API void ntpool_thread_cleanup(void)
+{
+    ntpool_heap_thread_done();
+    ntp_tags_thread_done();
+}
+
+NTPOOL_API int ntpool_validate(char *why, size_t len)
+{
+    return ntpool_heap_validate(why, len);
+}
+
+NTPOOL_API void ntpool_fault_os(unsigned long n, int from_on)
+{
+    ntpool_os_fail(n, from_on, ENOMEM, NTPOOL_OS_CALL_COUNT);
+}
+
+NTPOOL_API unsigned long ntpool_fault_os_calls(void)
+{
+    return ntpool_os_calls();
+}

@@ -1,0 +1,85 @@
+/*
+ * classes.c - size classes.
+ *
+ * Small classes: every multiple of 16 up to 512 bytes (6 % average rounding waste on 16-512 B),
+ * then one class per blocks-per-page count ("page-fitted": the largest multiple of 16 that still
+ * fits k blocks in a 4 KiB page): 576 (7), 672 (6), 816 (5), 1024 (4), 1360 (3), 2048 (2) and
+ * 4064 (1, the small/big boundary of x64 Windows). A smaller size with the same blocks per page
+ * would waste the same page, so it would only add a class.
+ *
+ * Big classes: 1..16 whole pages. Requests above 64 KiB get a span of their own (huge).
+ *
+ * Cache-line aligned requests use the smallest class whose size is a multiple of the line, so
+ * every block of that class starts on a line; above 2048 bytes they take a page.
+ */
+#include "internal.h"
+#include "../os/os.h"
+
+uint8_t ntp_class_of_small[256];
+uint8_t ntp_class_of_small_line[256];
+ntp_class_info_t ntp_classes[NTP_CLASSES];
+
+static const uint16_t page_fitted[] = {576, 672, 816, 1024, 1360, 2048, NTPOOL_SMALL_MAX};
+
+static uint64_t magic_for(uint32_t d)
+{
+    return (((uint64_t)1) << 32) / d + 1;
+}
+
+void ntp_classes_init(void)
+{
+    unsigned c = 0;
+    for (unsigned sz = 16; sz <= 512; sz += 16)
+        ntp_classes[c++].size = sz;
+    for (unsigned i = 0; i < NTP_ARRAY_SIZE(page_fitted); i++)
+        ntp_classes[c++].size = page_fitted[i];
+    for (unsigned c2 = 0; c2 < NTP_SMALL_CLASSES; c2++) {
+        ntp_class_info_t *ci = &ntp_classes[c2];
+        ci->per_page = (uint16_t)(NTP_PAGE_SIZE / ci->size);
+        ci->magic = magic_for(ci->size);
+        ci->slices = ci->size <= 1024 ? 1 : 4;
+        ci->reserved = (uint16_t)(ci->per_page * ci->slices * (NTP_SLICE_SIZE / NTP_PAGE_SIZE));
+        /* Carve at least 16 blocks per extension, but never more than 16 pages. */
+        unsigned pages = (16 + ci->per_page - 1) / ci->per_page;
+        ci->ext = (uint8_t)NTP_MIN(pages, 16u);
+    }
+    for (unsigned p = 1; p <= NTP_BIG_CLASSES; p++) {
+        ntp_class_info_t *ci = &ntp_classes[NTP_SMALL_CLASSES + p - 1];
+        ci->size = p * NTP_PAGE_SIZE;
+        ci->per_page = (uint16_t)p; /* pages per block */
+        ci->magic = magic_for(p);
+        ci->slices = 8;
+        ci->reserved = (uint16_t)((8 * NTP_SLICE_SIZE / NTP_PAGE_SIZE) / p);
+        ci->ext = (uint8_t)NTP_MAX(1u, 16u / p);
+    }
+    size_t line = ntpool_os_cache_line();
+    for (unsigned i = 0; i < 256; i++) {
+        size_t sz = (size_t)i * 16;
+        unsigned cls = NTP_CLASS_NONE, lcls = NTP_CLASS_NONE;
+        for (unsigned k = 0; k < NTP_SMALL_CLASSES; k++) {
+            if (ntp_classes[k].size < sz)
+                continue;
+            if (cls == NTP_CLASS_NONE)
+                cls = k;
+            if (lcls == NTP_CLASS_NONE && ntp_classes[k].size % line == 0)
+                lcls = k;
+        }
+        ntp_class_of_small[i] = (uint8_t)(sz <= NTPOOL_SMALL_MAX ? cls : NTP_CLASS_NONE);
+        ntp_class_of_small_line[i] = (uint8_t)(sz <= NTPOOL_SMALL_MAX ? lcls : NTP_CLASS_NONE);
+    }
+}
+
+unsigned ntp_class_for(size_t size, unsigned flags)
+{
+    if (size <= NTPOOL_SMALL_MAX) {
+        unsigned c = (flags & NTPOOL_HA_LINE) ? ntp_class_of_small_line[(size + 15) >> 4]
+                                              : ntp_class_of_small[(size + 15) >> 4];
+        if (c != NTP_CLASS_NONE)
+            return c;
+        /* A cache-aligned request with no small class: whole pages are aligned enough. */
+        return NTP_SMALL_CLASSES;
+    }
+    if (size <= NTP_BIG_MAX)
+        return NTP_SMALL_CLASSES + (unsigned)((size + NTP_PAGE_SIZE - 1) >> NTP_PAGE_SHIFT) - 1;
+    return NTP_CLASS_HUGE;
+}

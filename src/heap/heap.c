@@ -1,0 +1,857 @@
+/*
+ * heap.c - thread heaps and the out-of-line paths: refill, remote free, abandon and adopt,
+ * thread exit, fork, trim, statistics and validation.
+ *
+ * A thread heap owns, per (kind, class), one current span plus an "avail" list (spans that may
+ * have free blocks) and a "full" list (spans found without any). A span moves
+ *   current -> full      when it runs dry;
+ *   full -> avail        when its owner frees into it, or a remote free asks for attention;
+ *   avail -> current     when the current one runs dry;
+ *   any -> released      when its last block comes back and it is not current.
+ * Everything here runs at most once per span-full of allocations.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "heap_fast.h"
+#include "../os/os.h"
+
+ntp_heap_global_t ntp_heap = {
+    .registry_lock = PTHREAD_MUTEX_INITIALIZER,
+    .abandoned_lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+ntp_span_t ntp_empty_span; /* free == NULL, owner == NULL: every path through it is slow */
+
+ntp_theap_t ntp_empty_heap = {
+    .cur = {[0 ... NTPOOL_KINDS - 1] = {[0 ... NTP_CLASSES - 1] = &ntp_empty_span}},
+};
+
+NTP_TLS ntp_theap_t *ntp_tls_heap = &ntp_empty_heap;
+_Atomic int ntp_heap_ready;
+
+static pthread_once_t heap_once = PTHREAD_ONCE_INIT;
+static _Atomic int cfg_set;
+
+/* ---- lists ------------------------------------------------------------------------------- */
+
+static void list_push(ntp_span_list_t *l, ntp_span_t *s)
+{
+    s->prev = NULL;
+    s->next = l->head;
+    if (l->head)
+        l->head->prev = s;
+    l->head = s;
+    l->count++;
+}
+
+static void list_remove(ntp_span_list_t *l, ntp_span_t *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        l->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    l->count--;
+}
+
+static void state_set(ntp_span_t *s, uint8_t set, uint8_t clear)
+{
+    uint8_t st = ntp_load(&s->state);
+    ntp_store(&s->state, (uint8_t)((st & ~clear) | set));
+}
+
+/* ---- init --------------------------------------------------------------------------------- */
+
+void ntpool_heap_configure(const ntpool_heap_config_t *cfg)
+{
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&cfg_set, &expected, 1))
+        ntp_heap.cfg = *cfg;
+}
+
+static void heap_atfork_prepare(void);
+static void heap_atfork_parent(void);
+static void heap_atfork_child(void);
+static void heap_thread_exit(void *arg);
+
+static void heap_init_once(void)
+{
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&cfg_set, &expected, 1)) {
+        ntp_heap.cfg.purge_delay_ms = 100;
+        ntp_heap.cfg.lock_nonpaged = -1;
+        ntp_heap.cfg.segment_cache = 1;
+    }
+    ntp_classes_init();
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        pthread_mutex_init(&ntp_heap.kind[k].lock, NULL);
+    for (unsigned b = 0; b < NTPOOL_BUDGETS; b++)
+        for (unsigned l = 0; l < NTPOOL_LEVELS; l++)
+            if (ntp_load(&ntp_heap.budget[b].limit[l]) == 0)
+                ntp_store(&ntp_heap.budget[b].limit[l], UINT64_MAX);
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+        seed = ntpool_os_now_ms() ^ (uint64_t)(uintptr_t)&seed ^ ((uint64_t)getpid() << 32);
+    ntp_heap.seed = seed;
+    pthread_key_create(&ntp_heap.key, heap_thread_exit);
+    pthread_atfork(heap_atfork_prepare, heap_atfork_parent, heap_atfork_child);
+    atomic_store_explicit(&ntp_heap_ready, 1, memory_order_release);
+}
+
+void ntpool_heap_init(void)
+{
+    if (ntp_likely(atomic_load_explicit(&ntp_heap_ready, memory_order_acquire)))
+        return;
+    pthread_once(&heap_once, heap_init_once);
+}
+
+/* ---- thread heaps -------------------------------------------------------------------------- */
+
+static void heap_reset_tables(ntp_theap_t *h)
+{
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        for (unsigned c = 0; c < NTP_CLASSES; c++)
+            h->cur[k][c] = &ntp_empty_span;
+    memset(h->avail, 0, sizeof h->avail);
+    memset(h->full, 0, sizeof h->full);
+}
+
+static ntp_theap_t *heap_get(void)
+{
+    ntp_theap_t *h = ntp_tls_heap;
+    if (ntp_likely(h != &ntp_empty_heap))
+        return h;
+    ntpool_heap_init();
+    pthread_mutex_lock(&ntp_heap.registry_lock);
+    h = ntp_heap.dead_heaps;
+    if (h != NULL)
+        ntp_heap.dead_heaps = h->next;
+    pthread_mutex_unlock(&ntp_heap.registry_lock);
+    if (h == NULL) {
+        h = ntp_meta_alloc(sizeof *h);
+        if (h == NULL)
+            return NULL;
+        h->rng = ntp_heap.seed ^ (uint64_t)(uintptr_t)h;
+    }
+    heap_reset_tables(h);
+    h->live = 1;
+    pthread_mutex_lock(&ntp_heap.registry_lock);
+    h->prev = NULL;
+    h->next = ntp_heap.live_heaps;
+    if (ntp_heap.live_heaps)
+        ntp_heap.live_heaps->prev = h;
+    ntp_heap.live_heaps = h;
+    ntp_heap.heaps_live++;
+    ntp_heap.heaps_created++;
+    pthread_mutex_unlock(&ntp_heap.registry_lock);
+    ntp_tls_heap = h;
+    pthread_setspecific(ntp_heap.key, h);
+    return h;
+}
+
+/* Owner gives span s up: drop it if empty, else leave it for adoption. */
+static void span_abandon(ntp_span_t *s)
+{
+    ntp_span_collect(s);
+    state_set(s, 0, NTP_STATE_CUR | NTP_STATE_FULL);
+    if (s->used == 0) {
+        unsigned cls = s->cls;
+        ntp_meta_free((void *)s->labels, sizeof(uint32_t) * ntp_classes[cls].reserved);
+        s->labels = NULL;
+        pthread_mutex_lock(&ntp_heap.abandoned_lock);
+        ntp_heap.spans_live--;
+        pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+        ntp_span_release(s);
+        return;
+    }
+    /* Blocks still on the free lists stay there for the adopter. Merge them into one list. */
+    if (s->local_free) {
+        ntp_block_t *b = s->local_free;
+        while ((b->next ^ s->key) != 0)
+            b = (ntp_block_t *)(b->next ^ s->key);
+        b->next = (uintptr_t)s->free ^ s->key;
+        s->free = s->local_free;
+        s->local_free = NULL;
+    }
+    state_set(s, NTP_STATE_ABANDONED, NTP_STATE_FRESH);
+    atomic_store_explicit(&s->owner, NULL, memory_order_release);
+    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+    list_push(&ntp_heap.abandoned[s->kind][s->cls], s);
+    ntp_heap.spans_abandoned++;
+    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+}
+
+/* Give up every span of heap h (its thread is gone, or is going). */
+static void heap_abandon_all(ntp_theap_t *h)
+{
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        atomic_store(&h->attn[k], 0);
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
+        for (unsigned c = 0; c < NTP_CLASSES; c++) {
+            ntp_span_t *s = h->cur[k][c];
+            h->cur[k][c] = &ntp_empty_span;
+            if (s != &ntp_empty_span)
+                span_abandon(s);
+            ntp_span_list_t *lists[2] = {&h->avail[k][c], &h->full[k][c]};
+            for (int i = 0; i < 2; i++)
+                while (lists[i]->head) {
+                    s = lists[i]->head;
+                    list_remove(lists[i], s);
+                    span_abandon(s);
+                }
+        }
+    }
+}
+
+static void heap_retire(ntp_theap_t *h)
+{
+    heap_abandon_all(h);
+    pthread_mutex_lock(&ntp_heap.registry_lock);
+    if (h->live) {
+        if (h->prev)
+            h->prev->next = h->next;
+        else
+            ntp_heap.live_heaps = h->next;
+        if (h->next)
+            h->next->prev = h->prev;
+        ntp_heap.heaps_live--;
+        h->live = 0;
+    }
+    h->next = ntp_heap.dead_heaps;
+    h->prev = NULL;
+    ntp_heap.dead_heaps = h;
+    pthread_mutex_unlock(&ntp_heap.registry_lock);
+}
+
+static void heap_thread_exit(void *arg)
+{
+    ntp_theap_t *h = arg;
+    if (h == NULL || h == &ntp_empty_heap)
+        return;
+    ntp_tls_heap = &ntp_empty_heap;
+    heap_retire(h);
+}
+
+void ntpool_heap_thread_done(void)
+{
+    ntp_theap_t *h = ntp_tls_heap;
+    if (h == &ntp_empty_heap)
+        return;
+    ntp_tls_heap = &ntp_empty_heap;
+    pthread_setspecific(ntp_heap.key, NULL);
+    heap_retire(h);
+}
+
+/* ---- refill -------------------------------------------------------------------------------- */
+
+static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
+{
+    const ntp_class_info_t *ci = &ntp_classes[cls];
+    s->cls = (uint8_t)cls;
+    s->bsize = ci->size;
+    s->magic = ci->magic;
+    s->per_page = ci->per_page;
+    s->reserved = ci->reserved;
+    s->shape = cls < NTP_SMALL_CLASSES ? NTP_SHAPE_SMALL : NTP_SHAPE_BIG;
+    if (s->shape == NTP_SHAPE_BIG)
+        s->len = (uintptr_t)ci->reserved * ci->size;
+    s->key = ntp_rand(&h->rng) | 1;
+    s->free = s->local_free = NULL;
+    s->used = 0;
+    ntp_store(&s->capacity, 0);
+    ntp_store(&s->xfree, 0);
+    ntp_store(&s->state, 0);
+    atomic_store_explicit(&s->owner, h, memory_order_release);
+}
+
+static ntp_span_t *span_new(ntp_theap_t *h, unsigned kind, unsigned cls)
+{
+    const ntp_class_info_t *ci = &ntp_classes[cls];
+    _Atomic uint32_t *labels = ntp_meta_alloc(sizeof(uint32_t) * ci->reserved);
+    if (labels == NULL)
+        return NULL;
+    ntp_span_t *s = ntp_span_carve(kind, ci->slices);
+    if (s == NULL) {
+        ntp_meta_free((void *)labels, sizeof(uint32_t) * ci->reserved);
+        return NULL;
+    }
+    span_init_class(h, s, cls);
+    s->labels = labels;
+    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+    ntp_heap.spans_created++;
+    ntp_heap.spans_live++;
+    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+    return s;
+}
+
+static void span_drop(ntp_span_t *s)
+{
+    ntp_meta_free((void *)s->labels, sizeof(uint32_t) * ntp_classes[s->cls].reserved);
+    s->labels = NULL;
+    atomic_store_explicit(&s->owner, NULL, memory_order_release);
+    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+    ntp_heap.spans_live--;
+    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+    ntp_span_release(s);
+}
+
+static ntp_span_t *span_adopt(ntp_theap_t *h, unsigned kind, unsigned cls)
+{
+    ntp_span_list_t *l = &ntp_heap.abandoned[kind][cls];
+    if (ntp_load((_Atomic(ntp_span_t *) *)&l->head) == NULL)
+        return NULL; /* racy peek; the lock below decides */
+    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+    ntp_span_t *s = l->head;
+    if (s != NULL) {
+        list_remove(l, s);
+        ntp_heap.spans_adopted++;
+    }
+    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+    if (s == NULL)
+        return NULL;
+    atomic_store_explicit(&s->owner, h, memory_order_release);
+    state_set(s, 0, NTP_STATE_ABANDONED | NTP_STATE_FRESH);
+    ntp_span_collect(s);
+    return s;
+}
+
+/* Make s hold blocks on s->free if it can. */
+static int span_ready(ntp_span_t *s, unsigned level)
+{
+    if (s->free)
+        return 1;
+    if (s->local_free) {
+        s->free = s->local_free;
+        s->local_free = NULL;
+        state_set(s, 0, NTP_STATE_FRESH);
+        return 1;
+    }
+    if (ntp_load(&s->xfree) && ntp_span_collect(s))
+        return 1;
+    return ntp_span_extend(s, level) > 0;
+}
+
+/* Move full spans that got remote frees since they were parked back to the avail list. */
+static void heap_drain_attention(ntp_theap_t *h, unsigned kind)
+{
+    if (ntp_load(&h->attn[kind]) == 0)
+        return;
+    uint64_t mask = atomic_exchange_explicit(&h->attn[kind], 0, memory_order_acquire);
+    while (mask) {
+        unsigned cls = (unsigned)__builtin_ctzll(mask);
+        mask &= mask - 1;
+        ntp_span_t *s, *next;
+        for (s = h->full[kind][cls].head; s != NULL; s = next) {
+            next = s->next;
+            if ((ntp_load(&s->xfree) & ~NTP_XFREE_ATTN) != 0) {
+                list_remove(&h->full[kind][cls], s);
+                state_set(s, 0, NTP_STATE_FULL);
+                list_push(&h->avail[kind][cls], s);
+            }
+        }
+    }
+}
+
+/* Park s (owned, not current, no free block) on the full list - unless a remote free arrived,
+ * in which case it goes to avail. The CAS makes the two exclusive (see NTP_XFREE_ATTN). */
+static void park(ntp_theap_t *h, unsigned kind, unsigned cls, ntp_span_t *s)
+{
+    uintptr_t expect = 0;
+    if (atomic_compare_exchange_strong(&s->xfree, &expect, NTP_XFREE_ATTN) ||
+        expect == NTP_XFREE_ATTN) {
+        state_set(s, NTP_STATE_FULL, NTP_STATE_CUR);
+        list_push(&h->full[kind][cls], s);
+    } else {
+        state_set(s, 0, NTP_STATE_CUR | NTP_STATE_FULL);
+        list_push(&h->avail[kind][cls], s);
+    }
+}
+
+static void make_current(ntp_theap_t *h, unsigned kind, unsigned cls, ntp_span_t *s)
+{
+    state_set(s, NTP_STATE_CUR, NTP_STATE_FULL);
+    h->cur[kind][cls] = s;
+}
+
+/* The current span of (kind, cls) could not give a block: find one that can. */
+static ntp_span_t *heap_refill(ntp_theap_t *h, unsigned kind, unsigned cls, unsigned level)
+{
+    ntp_span_t *s = h->cur[kind][cls];
+    if (s != &ntp_empty_span) {
+        if (span_ready(s, level))
+            return s;
+        h->cur[kind][cls] = &ntp_empty_span;
+        if (s->used == 0)
+            span_drop(s); /* empty and the budget refused to carve more */
+        else
+            park(h, kind, cls, s);
+    }
+    heap_drain_attention(h, kind);
+    /* Spans on avail may turn out dry; those are parked, so each is tried once. */
+    uint32_t tries = h->avail[kind][cls].count;
+    while (tries-- > 0 && (s = h->avail[kind][cls].head) != NULL) {
+        list_remove(&h->avail[kind][cls], s);
+        make_current(h, kind, cls, s);
+        if (span_ready(s, level))
+            return s;
+        h->cur[kind][cls] = &ntp_empty_span;
+        if (s->used == 0)
+            span_drop(s);
+        else
+            park(h, kind, cls, s);
+    }
+    while ((s = span_adopt(h, kind, cls)) != NULL) {
+        make_current(h, kind, cls, s);
+        if (span_ready(s, level))
+            return s;
+        h->cur[kind][cls] = &ntp_empty_span;
+        if (s->used == 0) {
+            span_drop(s); /* the budget refused: a new span would be refused too */
+            return NULL;
+        }
+        park(h, kind, cls, s);
+    }
+    s = span_new(h, kind, cls);
+    if (s == NULL)
+        return NULL;
+    make_current(h, kind, cls, s);
+    if (span_ready(s, level))
+        return s;
+    h->cur[kind][cls] = &ntp_empty_span;
+    span_drop(s);
+    return NULL;
+}
+
+/* The current span's free list is damaged: report, then never hand out from it again. */
+static void heap_quarantine_current(ntp_theap_t *h, unsigned kind, unsigned cls)
+{
+    ntp_span_t *s = h->cur[kind][cls];
+    ntp_block_t *b = s->free;
+    uintptr_t nx = b->next ^ s->key;
+    uint32_t idx = ntp_span_index(s, (uintptr_t)b);
+    uint32_t lab = ntp_load(&s->labels[idx]);
+    s->free = NULL; /* the list's remaining blocks are leaked, not trusted */
+    if (lab != 0)
+        ntp_corrupt(NTPOOL_CORRUPT_FREED_BLOCK, (uintptr_t)b, lab);
+    else
+        ntp_corrupt(NTPOOL_CORRUPT_FREE_LIST, (uintptr_t)b, nx);
+}
+
+void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigned flags,
+                        unsigned level, ntpool_block_info_t *out)
+{
+    ntpool_heap_init();
+    if (size > NTPOOL_SIZE_MAX || (unsigned)kind >= NTPOOL_KINDS)
+        return NULL;
+    if (level >= NTPOOL_LEVELS)
+        level = NTPOOL_LEVELS - 1;
+    ntp_theap_t *h = heap_get();
+    if (h == NULL)
+        return NULL;
+    atomic_store_explicit(&h->n_slow, ntp_load(&h->n_slow) + 1, memory_order_relaxed);
+    unsigned cls = ntp_class_for(size, flags);
+    if (cls == NTP_CLASS_HUGE) {
+        ntp_span_t *s = ntp_huge_alloc(kind, size, level);
+        if (s == NULL)
+            return NULL;
+        ntp_store(s->labels, label);
+        atomic_store_explicit(&s->owner, NULL, memory_order_release);
+        out->size = s->bsize;
+        out->fresh = !s->dirty;
+        return (void *)s->base;
+    }
+    for (;;) {
+        void *p = ntpool_heap_alloc_fast(kind, cls, label, out);
+        if (p != NULL)
+            return p;
+        if (h->cur[kind][cls]->free != NULL) {
+            heap_quarantine_current(h, kind, cls);
+            continue;
+        }
+        if (heap_refill(h, kind, cls, level) == NULL)
+            return NULL;
+    }
+}
+
+/* ---- free --------------------------------------------------------------------------------- */
+
+/* Called by the fast free when a span became empty while not current, or got a block back while
+ * on the full list. */
+void ntp_span_event(ntp_theap_t *h, ntp_span_t *s)
+{
+    uint8_t st = ntp_load(&s->state);
+    if (st & NTP_STATE_FULL) {
+        list_remove(&h->full[s->kind][s->cls], s);
+        state_set(s, 0, NTP_STATE_FULL);
+        list_push(&h->avail[s->kind][s->cls], s);
+    }
+    if (s->used == 0 && !(ntp_load(&s->state) & NTP_STATE_CUR)) {
+        list_remove(&h->avail[s->kind][s->cls], s);
+        span_drop(s);
+    }
+}
+
+static ntpool_hf_t classify(uintptr_t a, ntp_span_t **sp, uint32_t *idxp, ntpool_block_info_t *info)
+{
+    memset(info, 0, sizeof *info);
+    if ((a >> NTP_VA_BITS) != 0)
+        return NTPOOL_HF_NOT_OURS;
+    uint8_t m = ntp_load(&ntp_segmap[a >> NTP_SEG_SHIFT]);
+    if (m == NTP_SEGMAP_NONE)
+        return NTPOOL_HF_NOT_OURS;
+    if (m == NTP_SEGMAP_JUMBO) {
+        /* Inside a jumbo block beyond its first 4 MiB: find the head cell. */
+        uintptr_t c = a & ~(NTP_SEG_SIZE - 1);
+        while (ntp_load(&ntp_segmap[c >> NTP_SEG_SHIFT]) == NTP_SEGMAP_JUMBO)
+            c -= NTP_SEG_SIZE;
+        ntp_segment_t *seg = (ntp_segment_t *)(c + NTP_SEG_HDR_OFFSET);
+        ntp_span_t *s = ntp_load(&seg->slice_span[1]);
+        info->kind = seg->kind;
+        if (s == NULL || a - s->base >= s->len)
+            return NTPOOL_HF_NOT_ALLOCATED;
+        info->block = (void *)s->base;
+        info->offset = a - s->base;
+        info->size = s->bsize;
+        info->big = 1;
+        info->label = ntp_load(s->labels);
+        *sp = s;
+        return NTPOOL_HF_INTERIOR;
+    }
+    ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
+    info->kind = seg->kind;
+    ntp_span_t *s = ntp_load(&seg->slice_span[(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1)]);
+    if (s == NULL)
+        return NTPOOL_HF_NOT_ALLOCATED;
+    uint32_t idx;
+    uintptr_t start;
+    if (!ntp_span_block_of(s, a, &idx, &start) || idx >= ntp_load(&s->capacity))
+        return NTPOOL_HF_NOT_ALLOCATED;
+    *sp = s;
+    *idxp = idx;
+    info->block = (void *)start;
+    info->offset = a - start;
+    info->size = s->bsize;
+    info->big = s->shape != NTP_SHAPE_SMALL;
+    info->label = ntp_load(&s->labels[idx]);
+    if (info->offset != 0)
+        return NTPOOL_HF_INTERIOR;
+    if (info->label == 0 || info->label == NTPOOL_LABEL_REMOTE) {
+        info->label = 0;
+        return NTPOOL_HF_ALREADY_FREE;
+    }
+    return NTPOOL_HF_OK;
+}
+
+ntpool_hf_t ntpool_heap_lookup(const void *p, ntpool_block_info_t *info)
+{
+    ntp_span_t *s = NULL;
+    uint32_t idx = 0;
+    return classify((uintptr_t)p, &s, &idx, info);
+}
+
+static void remote_push(ntp_span_t *s, ntp_block_t *b)
+{
+    ntp_theap_t *me = ntp_tls_heap;
+    atomic_store_explicit(&me->n_remote, ntp_load(&me->n_remote) + 1, memory_order_relaxed);
+    /* Read what we need of the span first: once the block is on xfree the owner may collect it
+     * and release the span. */
+    ntp_theap_t *owner = ntp_load(&s->owner);
+    unsigned kind = s->kind, cls = s->cls;
+    uintptr_t key = s->key;
+    uintptr_t old = atomic_load_explicit(&s->xfree, memory_order_relaxed);
+    do {
+        b->next = (old & ~NTP_XFREE_ATTN) ^ key;
+    } while (!atomic_compare_exchange_weak_explicit(&s->xfree, &old, (uintptr_t)b,
+                                                    memory_order_release, memory_order_relaxed));
+    /* Heaps are never freed, so this is safe even if the owner has exited meanwhile. */
+    if ((old & NTP_XFREE_ATTN) && owner != NULL)
+        atomic_fetch_or_explicit(&owner->attn[kind], (uint64_t)1 << cls, memory_order_release);
+}
+
+ntpool_hf_t ntpool_heap_free(void *p, uint32_t expect, ntpool_block_info_t *info)
+{
+    if (ntpool_heap_free_fast(p, expect, info) == 0)
+        return NTPOOL_HF_OK;
+    ntp_span_t *s = NULL;
+    uint32_t idx = 0;
+    ntpool_hf_t r = classify((uintptr_t)p, &s, &idx, info);
+    if (r != NTPOOL_HF_OK)
+        return r;
+    if (expect != 0 && ((info->label ^ expect) & NTPOOL_LABEL_ID) != 0)
+        return NTPOOL_HF_LABEL_MISMATCH;
+    if (s->shape == NTP_SHAPE_HUGE) {
+        uint32_t lab = info->label;
+        if (!atomic_compare_exchange_strong(s->labels, &lab, 0))
+            return NTPOOL_HF_ALREADY_FREE;
+        ntp_huge_free(s);
+        return NTPOOL_HF_OK;
+    }
+    /* Another thread's (or an abandoned) span: claim the block with one CAS, so of two racing
+     * frees exactly one wins. (A block of our own reaches here only when the fast path was
+     * not inlined for it; the push is correct for it too: we collect our own xfree.) */
+    uint32_t lab = info->label;
+    for (;;) {
+        if (lab == 0 || lab == NTPOOL_LABEL_REMOTE) {
+            info->label = 0;
+            return NTPOOL_HF_ALREADY_FREE;
+        }
+        if (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0) {
+            info->label = lab;
+            return NTPOOL_HF_LABEL_MISMATCH;
+        }
+        if (atomic_compare_exchange_weak_explicit(&s->labels[idx], &lab, NTPOOL_LABEL_REMOTE,
+                                                  memory_order_acq_rel, memory_order_relaxed))
+            break;
+    }
+    info->label = lab;
+    remote_push(s, (ntp_block_t *)p);
+    return NTPOOL_HF_OK;
+}
+
+/* ---- budgets, trim, stats --------------------------------------------------------------------- */
+
+/* Limits may be set before the first allocation (0 means "not set yet" to the init). */
+void ntpool_heap_set_limits(ntpool_budget_t b, const uint64_t limit[NTPOOL_LEVELS])
+{
+    for (unsigned l = 0; l < NTPOOL_LEVELS; l++)
+        ntp_store(&ntp_heap.budget[b].limit[l], limit[l] ? limit[l] : UINT64_MAX);
+}
+
+void ntpool_heap_get_limits(ntpool_budget_t b, uint64_t limit[NTPOOL_LEVELS])
+{
+    ntpool_heap_init();
+    for (unsigned l = 0; l < NTPOOL_LEVELS; l++)
+        limit[l] = ntp_load(&ntp_heap.budget[b].limit[l]);
+}
+
+uint64_t ntpool_heap_committed(ntpool_budget_t b)
+{
+    return ntp_load(&ntpool_heap_committed_v[b]);
+}
+
+uint64_t ntpool_heap_peak(ntpool_budget_t b)
+{
+    return ntp_load(&ntp_heap.budget[b].peak);
+}
+
+void ntpool_heap_trim(void)
+{
+    if (!atomic_load_explicit(&ntp_heap_ready, memory_order_acquire))
+        return;
+    ntp_theap_t *h = ntp_tls_heap;
+    if (h != &ntp_empty_heap) {
+        for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+            heap_drain_attention(h, k);
+        /* Release this thread's empty spans, current ones included. */
+        for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+            for (unsigned c = 0; c < NTP_CLASSES; c++) {
+                ntp_span_t *s = h->cur[k][c];
+                if (s != &ntp_empty_span) {
+                    ntp_span_collect(s);
+                    if (s->used == 0) {
+                        h->cur[k][c] = &ntp_empty_span;
+                        span_drop(s);
+                    }
+                }
+                ntp_span_t *next;
+                for (s = h->avail[k][c].head; s != NULL; s = next) {
+                    next = s->next;
+                    ntp_span_collect(s);
+                    if (s->used == 0) {
+                        list_remove(&h->avail[k][c], s);
+                        span_drop(s);
+                    }
+                }
+            }
+    }
+    /* Abandoned spans whose blocks all came back: release them. */
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        for (unsigned c = 0; c < NTP_CLASSES; c++) {
+            ntp_span_t *empty = NULL;
+            pthread_mutex_lock(&ntp_heap.abandoned_lock);
+            ntp_span_t *next;
+            for (ntp_span_t *s = ntp_heap.abandoned[k][c].head; s != NULL; s = next) {
+                next = s->next;
+                /* Remote frees only push; the count of blocks out is used minus the pushes. */
+                uint32_t pending = 0;
+                for (uintptr_t x = ntp_load(&s->xfree) & ~NTP_XFREE_ATTN; x != 0 && pending <= s->used;
+                     x = ((ntp_block_t *)x)->next ^ s->key)
+                    pending++;
+                if (pending == s->used) {
+                    list_remove(&ntp_heap.abandoned[k][c], s);
+                    s->next = empty;
+                    empty = s;
+                }
+            }
+            pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+            while (empty) {
+                ntp_span_t *s = empty;
+                empty = s->next;
+                atomic_store(&s->owner, h == &ntp_empty_heap ? NULL : h);
+                ntp_span_collect(s);
+                if (s->used == 0) {
+                    span_drop(s);
+                } else {
+                    atomic_store(&s->owner, NULL);
+                    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+                    list_push(&ntp_heap.abandoned[k][c], s);
+                    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+                }
+            }
+        }
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        ntp_kind_purge(k, 1);
+}
+
+void ntpool_heap_stats(ntpool_heap_stats_t *st)
+{
+    memset(st, 0, sizeof *st);
+    ntpool_heap_init();
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
+        ntp_kind_t *kd = &ntp_heap.kind[k];
+        pthread_mutex_lock(&kd->lock);
+        st->segments += kd->nsegs;
+        st->segments_mapped += kd->segs_mapped;
+        st->segments_unmapped += kd->segs_unmapped;
+        st->bytes_reserved += (uint64_t)kd->nsegs * NTP_SEG_SIZE;
+        st->bytes_purged += kd->bytes_purged;
+        st->huge_live += kd->huge_live;
+        st->locked_segments += kd->locked_segs;
+        pthread_mutex_unlock(&kd->lock);
+    }
+    pthread_mutex_lock(&ntp_heap.registry_lock);
+    st->heaps_live = ntp_heap.heaps_live;
+    st->heaps_created = ntp_heap.heaps_created;
+    pthread_mutex_unlock(&ntp_heap.registry_lock);
+    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+    st->spans_live = ntp_heap.spans_live;
+    st->spans_created = ntp_heap.spans_created;
+    st->spans_abandoned = ntp_heap.spans_abandoned;
+    st->spans_adopted = ntp_heap.spans_adopted;
+    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+    st->lock_errno = ntp_heap.lock_errno;
+}
+
+/* ---- fork ------------------------------------------------------------------------------------ */
+
+static void heap_atfork_prepare(void)
+{
+    pthread_mutex_lock(&ntp_heap.registry_lock);
+    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+    ntp_segments_atfork(0);
+    ntp_meta_atfork(0);
+}
+
+static void heap_atfork_parent(void)
+{
+    ntp_meta_atfork(1);
+    ntp_segments_atfork(1);
+    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+    pthread_mutex_unlock(&ntp_heap.registry_lock);
+}
+
+/* The child has one thread. Every other heap's thread is gone: abandon their spans so their
+ * blocks can be freed and their memory reused, exactly as if those threads had exited. */
+static void heap_atfork_child(void)
+{
+    ntp_meta_atfork(2);
+    ntp_segments_atfork(2);
+    pthread_mutex_init(&ntp_heap.abandoned_lock, NULL);
+    pthread_mutex_init(&ntp_heap.registry_lock, NULL);
+    ntp_theap_t *me = ntp_tls_heap, *h = ntp_heap.live_heaps, *next;
+    for (; h != NULL; h = next) {
+        next = h->next;
+        if (h != me)
+            heap_retire(h);
+    }
+}
+
+/* ---- validation -------------------------------------------------------------------------------- */
+
+static int bad(char *why, size_t len, const char *msg)
+{
+    if (why && len) {
+        size_t n = strlen(msg);
+        if (n >= len)
+            n = len - 1;
+        memcpy(why, msg, n);
+        why[n] = 0;
+    }
+    return 1;
+}
+
+/* Check one span the calling thread owns: every listed block is a carved, free block whose
+ * label is 0, lists are acyclic, and used = carved - listed - remote pending. */
+static int validate_span(ntp_span_t *s, char *why, size_t len)
+{
+    uint32_t cap = ntp_load(&s->capacity), listed = 0;
+    ntp_block_t *lists[2] = {s->free, s->local_free};
+    for (int i = 0; i < 2; i++) {
+        for (ntp_block_t *b = lists[i]; b != NULL; b = (ntp_block_t *)(b->next ^ s->key)) {
+            uint32_t idx;
+            uintptr_t start;
+            if (!ntp_span_block_of(s, (uintptr_t)b, &idx, &start) || start != (uintptr_t)b ||
+                idx >= cap)
+                return bad(why, len, "free list holds an address that is not a carved block");
+            if (ntp_load(&s->labels[idx]) != 0)
+                return bad(why, len, "free list holds a block whose label says allocated");
+            if (++listed > cap)
+                return bad(why, len, "free list is longer than the span (cycle?)");
+        }
+    }
+    uint32_t pending = 0;
+    for (uintptr_t x = ntp_load(&s->xfree) & ~NTP_XFREE_ATTN; x != 0;
+         x = ((ntp_block_t *)x)->next ^ s->key)
+        if (++pending > cap)
+            return bad(why, len, "remote list is longer than the span");
+    if (s->used + listed != cap)
+        return bad(why, len, "used + listed blocks differs from carved blocks");
+    uint32_t allocated = 0, remote = 0;
+    for (uint32_t i = 0; i < cap; i++) {
+        uint32_t l = ntp_load(&s->labels[i]);
+        if (l == NTPOOL_LABEL_REMOTE)
+            remote++;
+        else if (l != 0)
+            allocated++;
+    }
+    if (remote != pending)
+        return bad(why, len, "remote labels differ from the remote list");
+    if (allocated + remote != s->used)
+        return bad(why, len, "allocated labels differ from the used count");
+    return 0;
+}
+
+int ntpool_heap_validate(char *why, size_t len)
+{
+    ntp_theap_t *h = ntp_tls_heap;
+    if (h == &ntp_empty_heap)
+        return 0;
+    int errors = 0;
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        for (unsigned c = 0; c < NTP_CLASSES; c++) {
+            ntp_span_t *s = h->cur[k][c];
+            if (s != &ntp_empty_span) {
+                if (ntp_load(&s->owner) != h || s->cls != c || s->kind != k)
+                    errors += bad(errors ? NULL : why, len, "current span not ours or misfiled");
+                errors += validate_span(s, errors ? NULL : why, len);
+            }
+            ntp_span_list_t *lists[2] = {&h->avail[k][c], &h->full[k][c]};
+            for (int i = 0; i < 2; i++) {
+                uint32_t n = 0;
+                for (s = lists[i]->head; s != NULL; s = s->next) {
+                    n++;
+                    if (ntp_load(&s->owner) != h || s->cls != c)
+                        errors += bad(errors ? NULL : why, len, "listed span not ours");
+                    errors += validate_span(s, errors ? NULL : why, len);
+                }
+                if (n != lists[i]->count)
+                    errors += bad(errors ? NULL : why, len, "span list count is wrong");
+            }
+        }
+    return errors;
+}

@@ -1,0 +1,129 @@
+/*
+ * heap.h - the engine's interface to the layers above.
+ *
+ * The engine hands out blocks of three segment kinds and keeps, for each block, a 32-bit label
+ * in out-of-line metadata. It knows nothing of Windows: the pool layer decides what a label
+ * means (a tag), which kind a request uses and what budget level it may spend.
+ *
+ *   label 0                      the block is free
+ *   label NTPOOL_LABEL_REMOTE    freed by another thread, not yet collected by the owner
+ *   any other value              allocated; bit 31 is the caller's flag bit (not compared)
+ *
+ * So a caller's label must have a nonzero low 31 bits.
+ */
+#ifndef NTPOOL_HEAP_H
+#define NTPOOL_HEAP_H
+
+#include "../base/base.h"
+
+typedef enum ntpool_kind {
+    NTPOOL_KIND_NX = 0,    /* nonpaged, not executable */
+    NTPOOL_KIND_EXEC = 1,  /* nonpaged, executable (PROT_EXEC segments) */
+    NTPOOL_KIND_PAGED = 2, /* pageable */
+    NTPOOL_KINDS = 3
+} ntpool_kind_t;
+
+#define NTPOOL_LABEL_REMOTE 0x80000000u
+#define NTPOOL_LABEL_FLAG 0x80000000u
+#define NTPOOL_LABEL_ID 0x7FFFFFFFu
+
+/* Budgets: the nonpaged kinds share one, paged has its own. A request at level L may grow its
+ * budget's committed bytes up to limit[L]; level NTPOOL_LEVELS-1 is the hard limit. */
+typedef enum ntpool_budget {
+    NTPOOL_BUDGET_NONPAGED = 0,
+    NTPOOL_BUDGET_PAGED = 1,
+    NTPOOL_BUDGETS = 2
+} ntpool_budget_t;
+#define NTPOOL_LEVELS 3
+static inline ntpool_budget_t ntpool_budget_of(ntpool_kind_t kind)
+{
+    return kind == NTPOOL_KIND_PAGED ? NTPOOL_BUDGET_PAGED : NTPOOL_BUDGET_NONPAGED;
+}
+
+/* Allocation flags. */
+#define NTPOOL_HA_LINE 0x1u /* cache-line aligned */
+
+/* Largest small block; larger requests get whole pages, page aligned. */
+#define NTPOOL_SMALL_MAX 4064u
+/* Largest request the engine accepts (the address space is 47 bits). */
+#define NTPOOL_SIZE_MAX ((size_t)1 << 44)
+
+/* What the engine knows about a block. */
+typedef struct ntpool_block_info {
+    void *block;      /* start of the block containing the address */
+    size_t size;      /* usable bytes of the block (its class size, or its pages) */
+    size_t offset;    /* the address's offset inside the block */
+    uint32_t label;   /* 0 when free */
+    uint8_t kind;     /* ntpool_kind_t */
+    uint8_t big;      /* page-granular block (> NTPOOL_SMALL_MAX) */
+    uint8_t fresh;    /* alloc: the block's memory is known to read as zero */
+} ntpool_block_info_t;
+
+/* Result of a free or a lookup. Only NTPOOL_HF_OK changes anything. */
+typedef enum ntpool_hf {
+    NTPOOL_HF_OK = 0,
+    NTPOOL_HF_NOT_OURS,       /* not inside any segment of the engine */
+    NTPOOL_HF_NOT_ALLOCATED,  /* inside a segment but not inside a live block range */
+    NTPOOL_HF_INTERIOR,       /* inside a block, not at its start (info->offset says where) */
+    NTPOOL_HF_ALREADY_FREE,   /* block start of a free block */
+    NTPOOL_HF_LABEL_MISMATCH, /* label differs from the expected one (info->label is the stored) */
+} ntpool_hf_t;
+
+/* Corruption the engine finds in its own lists (caused by writes to freed memory, or a race of
+ * two frees of one block). The hook reports it; if it returns, the engine drops the damaged
+ * list and goes on. */
+typedef enum ntpool_corruption {
+    NTPOOL_CORRUPT_FREE_LIST = 1, /* a - block, b - decoded next pointer */
+    NTPOOL_CORRUPT_FREED_BLOCK,   /* a - block on a free list whose label says allocated, b - label */
+    NTPOOL_CORRUPT_REMOTE_DOUBLE, /* a - block freed twice by racing threads, b - label */
+} ntpool_corruption_t;
+typedef void (*ntpool_corruption_hook_t)(ntpool_corruption_t what, uintptr_t a, uintptr_t b);
+
+typedef struct ntpool_heap_config {
+    uint32_t purge_delay_ms; /* how long free pages stay resident before going back to the OS */
+    int lock_nonpaged;       /* 1 lock nonpaged segments (MLOCK_ONFAULT), 0 never, -1 if allowed */
+    uint32_t segment_cache;  /* empty segments kept mapped per kind */
+    ntpool_corruption_hook_t corruption;
+} ntpool_heap_config_t;
+
+/* Idempotent; the first call wins. Defaults when never configured. */
+void ntpool_heap_configure(const ntpool_heap_config_t *cfg);
+void ntpool_heap_init(void);
+
+/* Out-of-line entry points; the inline fast paths are in heap_fast.h. */
+void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigned flags,
+                        unsigned level, ntpool_block_info_t *out);
+ntpool_hf_t ntpool_heap_free(void *p, uint32_t expect, ntpool_block_info_t *info);
+/* Describe the block holding address p; NTPOOL_HF_OK when p is the start of a live block. */
+ntpool_hf_t ntpool_heap_lookup(const void *p, ntpool_block_info_t *info);
+
+/* Budgets. limit[level] in bytes; committed counts the pages carved for blocks. */
+void ntpool_heap_set_limits(ntpool_budget_t b, const uint64_t limit[NTPOOL_LEVELS]);
+void ntpool_heap_get_limits(ntpool_budget_t b, uint64_t limit[NTPOOL_LEVELS]);
+uint64_t ntpool_heap_committed(ntpool_budget_t b);
+uint64_t ntpool_heap_peak(ntpool_budget_t b);
+/* Committed bytes as the inline gate reads them (one relaxed load, no call). */
+extern _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS];
+
+/* Return the calling thread's cached spans and empty memory to the OS now. */
+void ntpool_heap_trim(void);
+/* Give up the calling thread's heap as if the thread exited (tests, and thread exit). */
+void ntpool_heap_thread_done(void);
+
+typedef struct ntpool_heap_stats {
+    uint64_t segments, segments_mapped, segments_unmapped;
+    uint64_t spans_live, spans_created, spans_abandoned, spans_adopted;
+    uint64_t bytes_reserved; /* address space held in segments */
+    uint64_t bytes_purged;
+    uint64_t huge_live;
+    uint64_t heaps_live, heaps_created;
+    uint64_t locked_segments; /* nonpaged segments locked in memory */
+    int lock_errno;           /* why locking was given up (0 = it was not) */
+} ntpool_heap_stats_t;
+void ntpool_heap_stats(ntpool_heap_stats_t *st);
+
+/* Walk every check the engine can make of its own state (debug and tests). Returns the number
+ * of violations found; describes the first in `why`. */
+int ntpool_heap_validate(char *why, size_t len);
+
+#endif

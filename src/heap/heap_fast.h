@@ -1,0 +1,103 @@
+/*
+ * heap_fast.h - the allocation and free fast paths, inlined into the callers of the pool layer.
+ *
+ * What they assume, and why it is safe:
+ *   - ntp_tls_heap is never NULL: a thread starts on ntp_empty_heap, whose spans have no free
+ *     blocks and no owner, so its first allocation and every free go to the out-of-line paths.
+ *   - only the owning thread touches span->free, local_free, used; labels are relaxed atomics
+ *     so a remote free's CAS and the owner's plain store are both defined.
+ *   - no lock, no atomic read-modify-write, no write to a line another thread writes
+ *     (design.md invariant 3). Everything unusual falls through to heap.c.
+ */
+#ifndef NTPOOL_HEAP_FAST_H
+#define NTPOOL_HEAP_FAST_H
+
+#include "internal.h"
+
+NTP_INLINE unsigned ntp_small_index(const ntp_span_t *s, uintptr_t off)
+{
+    uint32_t w = (uint32_t)(((uint64_t)(off & (NTP_PAGE_SIZE - 1)) * s->magic) >> 32);
+    return (unsigned)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
+}
+
+/* Pop a block of class `cls`, or NULL when the current span has none ready (then call
+ * ntpool_heap_alloc). Fills out->size and out->fresh. */
+NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label,
+                                        ntpool_block_info_t *out)
+{
+    ntp_theap_t *h = ntp_tls_heap;
+    ntp_span_t *s = h->cur[kind][cls];
+    ntp_block_t *b = s->free;
+    if (ntp_unlikely(b == NULL))
+        return NULL;
+    uintptr_t nx = b->next ^ s->key;
+    if (ntp_unlikely(nx - s->base >= s->len) && nx != 0)
+        return NULL; /* damaged list: the slow path reports it */
+    unsigned idx = s->shape == NTP_SHAPE_SMALL
+                       ? ntp_small_index(s, (uintptr_t)b - s->base)
+                       : (unsigned)((((uint64_t)((uintptr_t)b - s->base) >> NTP_PAGE_SHIFT) *
+                                     s->magic) >> 32);
+    if (ntp_unlikely(ntp_load(&s->labels[idx]) != 0))
+        return NULL; /* a free-listed block that is allocated: the slow path reports it */
+    ntp_store(&s->labels[idx], label);
+    b->next = 0; /* no allocator pointer in the caller's memory; fresh blocks read as zero */
+    s->free = (ntp_block_t *)nx;
+    s->used++;
+    out->size = s->bsize;
+    out->fresh = (ntp_load(&s->state) & NTP_STATE_FRESH) != 0;
+    return b;
+}
+
+void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
+
+/* Free a small or big block owned by the calling thread. Returns 0 when done (info->label,
+ * size, kind filled), -1 when the out-of-line ntpool_heap_free must decide. */
+NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info_t *info)
+{
+    uintptr_t a = (uintptr_t)p;
+    if (ntp_unlikely((a >> NTP_VA_BITS) != 0))
+        return -1;
+    if (ntp_unlikely(ntp_load(&ntp_segmap[a >> NTP_SEG_SHIFT]) != NTP_SEGMAP_SEG))
+        return -1;
+    ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
+    ntp_span_t *s = ntp_load(&seg->slice_span[(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1)]);
+    ntp_theap_t *h = ntp_tls_heap;
+    if (ntp_unlikely(s == NULL || ntp_load(&s->owner) != h))
+        return -1; /* not a live span, or another thread's: out of line */
+    uintptr_t off = a - s->base;
+    unsigned idx;
+    if (ntp_likely(s->shape == NTP_SHAPE_SMALL)) {
+        uint32_t woff = (uint32_t)(off & (NTP_PAGE_SIZE - 1));
+        uint32_t w = (uint32_t)(((uint64_t)woff * s->magic) >> 32);
+        if (ntp_unlikely(w * s->bsize != woff || w >= s->per_page))
+            return -1;
+        idx = (unsigned)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
+    } else if (s->shape == NTP_SHAPE_BIG) {
+        uint32_t pg = (uint32_t)(off >> NTP_PAGE_SHIFT);
+        idx = (unsigned)(((uint64_t)pg * s->magic) >> 32);
+        if (ntp_unlikely((off & (NTP_PAGE_SIZE - 1)) != 0 || idx * s->per_page != pg))
+            return -1;
+    } else {
+        return -1;
+    }
+    if (ntp_unlikely(idx >= ntp_load(&s->capacity)))
+        return -1;
+    uint32_t lab = ntp_load(&s->labels[idx]);
+    if (ntp_unlikely(lab == 0 || lab == NTPOOL_LABEL_REMOTE ||
+                     (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0)))
+        return -1;
+    ntp_store(&s->labels[idx], 0);
+    ntp_block_t *b = (ntp_block_t *)p;
+    b->next = (uintptr_t)s->local_free ^ s->key;
+    s->local_free = b;
+    info->label = lab;
+    info->size = s->bsize;
+    info->kind = s->kind;
+    uint32_t used = --s->used;
+    uint8_t st = ntp_load(&s->state);
+    if (ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) || (st & NTP_STATE_FULL)))
+        ntp_span_event(h, s); /* may release the span: nothing of it is read after this */
+    return 0;
+}
+
+#endif

@@ -1,0 +1,228 @@
+/*
+ * internal.h - the engine's data structures. Private to src/heap (and the inline fast paths).
+ *
+ * Address space is carved into 4 MiB segments, each of one kind, aligned to 4 MiB so a pointer
+ * finds its segment by masking. A segment is 64 slices of 64 KiB; slice 0 holds the header,
+ * slices 1..63 are payload handed out in spans (runs of slices) of one size class.
+ *
+ *   segment (4 MiB, aligned)
+ *   +--------+------------------+---------+---------+-----   ----+---------+
+ *   | page 0 | header (3 pages) | ......  | slice 1 | slice 2 ...  slice 63 |
+ *   | unused | slice_span[64]   | unused  |  span A | span B (2 slices) ... |
+ *   |        | span[64]         |         |         |                       |
+ *   +--------+------------------+---------+---------+----------------------+
+ *   <------------- slice 0 (64 KiB) ------>
+ *
+ * Inside a span of a small class, every 4 KiB page holds per_page blocks laid out from the page
+ * start, so no block crosses a page; the page tail (4096 - per_page*size bytes) is unused. A big
+ * class has blocks of whole pages. Each block's label (4 bytes) lives in an array out of line
+ * (span->labels), indexed by block number: an overrun cannot forge it.
+ *
+ * Free blocks are linked through their first word, XOR-encoded with a per-span random key and
+ * range-checked on every pop, so a write to freed memory is caught instead of followed.
+ *
+ * Ownership: a span belongs to one thread heap (span->owner) which alone touches free,
+ * local_free, used and capacity. Other threads free by CAS-ing the label to REMOTE and pushing
+ * the block on span->xfree; the owner collects that list in batches. A thread that exits
+ * abandons its spans (owner = NULL) into a global list from which other threads adopt them.
+ *
+ * Locks, in order: registry_lock -> abandoned_lock -> kind[k].lock -> meta lock.
+ * No lock is held while calling the corruption hook or returning to a caller.
+ */
+#ifndef NTPOOL_HEAP_INTERNAL_H
+#define NTPOOL_HEAP_INTERNAL_H
+
+#include <pthread.h>
+
+#include "heap.h"
+
+#define NTP_SEG_SHIFT 22
+#define NTP_SEG_SIZE ((uintptr_t)1 << NTP_SEG_SHIFT)
+#define NTP_SLICE_SHIFT 16
+#define NTP_SLICE_SIZE ((uintptr_t)1 << NTP_SLICE_SHIFT)
+#define NTP_SLICES 64
+#define NTP_SEG_HDR_OFFSET NTP_PAGE_SIZE
+#define NTP_SEG_PAYLOAD_SLICES (NTP_SLICES - 1)
+#define NTP_SEG_ALL_PAYLOAD (~(uint64_t)1) /* slices 1..63 */
+#define NTP_VA_BITS 47
+#define NTP_SEGMAP_SIZE ((size_t)1 << (NTP_VA_BITS - NTP_SEG_SHIFT))
+
+/* Segment map values, one byte per 4 MiB of address space. */
+#define NTP_SEGMAP_NONE 0
+#define NTP_SEGMAP_SEG 1   /* a segment header lives at the masked address */
+#define NTP_SEGMAP_JUMBO 2 /* continuation of a jumbo segment (one block larger than 4 MiB) */
+
+/* Size classes. */
+#define NTP_SMALL_CLASSES 39
+#define NTP_BIG_CLASSES 16 /* 1..16 pages */
+#define NTP_CLASSES (NTP_SMALL_CLASSES + NTP_BIG_CLASSES)
+#define NTP_CLASS_HUGE 0xFE /* one block per span, more than 64 KiB */
+#define NTP_CLASS_NONE 0xFF
+#define NTP_BIG_MAX (NTP_BIG_CLASSES * NTP_PAGE_SIZE)
+
+/* span->shape (immutable while the span lives) */
+#define NTP_SHAPE_SMALL 1
+#define NTP_SHAPE_BIG 2
+#define NTP_SHAPE_HUGE 3
+/* span->state (written by the owner, read by anyone) */
+#define NTP_STATE_CUR 0x1   /* installed as its heap's current span for the class */
+#define NTP_STATE_FULL 0x2  /* on the heap's full list: remote frees ask for attention */
+#define NTP_STATE_FRESH 0x4 /* every block on span->free reads as zero */
+#define NTP_STATE_ABANDONED 0x8
+
+/* Set in span->xfree by an owner that parks the span on its full list with no remote frees
+ * pending. The remote free that finds it clears it in the same CAS that pushes its block and
+ * then sets the class's bit in the owner's attn mask: the heap, never the span, which may be
+ * released as soon as the block is visible. */
+#define NTP_XFREE_ATTN ((uintptr_t)1)
+
+typedef struct ntp_block {
+    uintptr_t next; /* encoded: next ^ span->key */
+} ntp_block_t;
+
+struct ntp_theap;
+struct ntp_segment;
+
+typedef struct ntp_span {
+    /* --- cache line 0: what the fast paths read --- */
+    ntp_block_t *free;        /* owner: blocks to hand out */
+    ntp_block_t *local_free;  /* owner: blocks the owner freed */
+    _Atomic uint32_t *labels; /* one per block, out of line */
+    uintptr_t base;           /* address of block 0 (= first slice) */
+    uintptr_t len;            /* bytes the blocks may occupy */
+    uintptr_t key;            /* free-list encoding key */
+    uint32_t used;            /* owner: blocks out, including remote frees not yet collected */
+    uint32_t bsize;           /* block size */
+    uint64_t magic;           /* division by bsize (small) or by pages per block (big) */
+    uint16_t per_page;        /* small: blocks per 4 KiB page; big: pages per block */
+    uint8_t cls;
+    uint8_t kind;
+    uint8_t shape;
+    _Atomic uint8_t state;
+    uint8_t nslices;
+    /* --- cache line 1: slow paths --- */
+    _Atomic(struct ntp_theap *) owner;
+    _Atomic uintptr_t xfree;  /* remote frees, encoded like free; bit 0 = NTP_XFREE_ATTN */
+    _Atomic uint32_t capacity; /* blocks carved so far (owner-written) */
+    uint32_t reserved;        /* blocks the span can hold */
+    struct ntp_span *next, *prev; /* heap avail/full list, or the abandoned list */
+    struct ntp_segment *seg;
+    uint64_t charged;         /* bytes charged to the kind's committed counter */
+    _Atomic uint32_t huge_label; /* label storage of a one-block span */
+    uint8_t first_slice;
+    uint8_t dirty;            /* its slices held data before (not known zero) */
+} ntp_span_t;
+
+typedef struct ntp_segment {
+    uint32_t magic;
+    uint8_t kind;
+    uint8_t jumbo;  /* one huge block larger than a segment */
+    uint8_t locked; /* mlock2(MLOCK_ONFAULT) succeeded */
+    size_t size;    /* bytes mapped */
+    uint64_t free_mask;  /* payload slices in no span */
+    uint64_t dirty_mask; /* free slices whose pages may be resident */
+    uint64_t dirty_since_ms;
+    struct ntp_segment *next, *prev; /* kind's list */
+    _Atomic(ntp_span_t *) slice_span[NTP_SLICES]; /* owning span, NULL when free */
+    ntp_span_t span[NTP_SLICES];                  /* descriptor of a span starting at slice i */
+} ntp_segment_t;
+
+#define NTP_SEG_MAGIC 0x4E545053u /* "SPTN" */
+
+typedef struct ntp_span_list {
+    ntp_span_t *head;
+    uint32_t count;
+} ntp_span_list_t;
+
+typedef struct ntp_theap {
+    /* --- the fast path's table: current span of each kind and class --- */
+    ntp_span_t *cur[NTPOOL_KINDS][NTP_CLASSES];
+    /* --- slow paths --- */
+    ntp_span_list_t avail[NTPOOL_KINDS][NTP_CLASSES];
+    ntp_span_list_t full[NTPOOL_KINDS][NTP_CLASSES];
+    _Atomic uint64_t attn[NTPOOL_KINDS]; /* classes whose full spans got remote frees */
+    struct ntp_theap *next, *prev; /* registry */
+    uint64_t rng;
+    int live;
+    /* counters, owner-written, read by stats */
+    _Atomic uint64_t n_slow, n_extend, n_collect, n_remote;
+} ntp_theap_t;
+
+typedef struct ntp_kind {
+    pthread_mutex_t lock;
+    ntp_segment_t *segs;
+    uint32_t nsegs, nempty;
+    uint64_t last_purge_ms;
+    /* stats (under lock) */
+    uint64_t segs_mapped, segs_unmapped, bytes_purged, huge_live, locked_segs;
+} ntp_kind_t;
+
+typedef struct ntp_budget {
+    _Atomic uint64_t peak;
+    _Atomic uint64_t limit[NTPOOL_LEVELS];
+} ntp_budget_t;
+
+typedef struct ntp_heap_global {
+    ntp_kind_t kind[NTPOOL_KINDS];
+    ntp_budget_t budget[NTPOOL_BUDGETS];
+    pthread_mutex_t registry_lock;
+    ntp_theap_t *live_heaps, *dead_heaps;
+    uint64_t heaps_live, heaps_created;
+    pthread_mutex_t abandoned_lock;
+    ntp_span_list_t abandoned[NTPOOL_KINDS][NTP_CLASSES];
+    uint64_t spans_created, spans_abandoned, spans_adopted, spans_live;
+    ntpool_heap_config_t cfg;
+    int lock_errno;
+    pthread_key_t key;
+    uint64_t seed;
+} ntp_heap_global_t;
+
+/* Globals shared by the heap's files and the inline fast paths (hidden symbols). */
+extern ntp_heap_global_t ntp_heap;
+extern _Atomic uint8_t ntp_segmap[NTP_SEGMAP_SIZE];
+extern NTP_TLS ntp_theap_t *ntp_tls_heap;
+extern ntp_theap_t ntp_empty_heap;
+extern ntp_span_t ntp_empty_span;
+extern _Atomic int ntp_heap_ready;
+
+/* Size classes (classes.c). Tables are filled by ntp_classes_init before any real span exists;
+ * until then the lookup returns class 0 whose empty span sends the caller to the slow path. */
+extern uint8_t ntp_class_of_small[256];      /* index (size + 15) >> 4, size <= NTPOOL_SMALL_MAX */
+extern uint8_t ntp_class_of_small_line[256]; /* same for cache-line aligned requests */
+typedef struct ntp_class_info {
+    uint32_t size;     /* block size */
+    uint64_t magic;    /* floor(2^32 / d) + 1: x / d == (x * magic) >> 32 for our x ranges */
+    uint16_t per_page; /* small: blocks per page; big: pages per block */
+    uint16_t reserved; /* blocks per span */
+    uint8_t slices;    /* span size in slices */
+    uint8_t ext;       /* small: pages per extension; big: blocks per extension */
+} ntp_class_info_t;
+extern ntp_class_info_t ntp_classes[NTP_CLASSES];
+void ntp_classes_init(void);
+unsigned ntp_class_for(size_t size, unsigned flags); /* NTP_CLASS_HUGE for > 64 KiB */
+
+/* segment.c */
+ntp_span_t *ntp_span_carve(unsigned kind, unsigned nslices);
+void ntp_span_release(ntp_span_t *s);
+ntp_span_t *ntp_huge_alloc(unsigned kind, size_t size, unsigned level);
+void ntp_huge_free(ntp_span_t *s);
+int ntp_commit(unsigned kind, uint64_t bytes, unsigned level);
+void ntp_uncommit(unsigned kind, uint64_t bytes);
+void ntp_kind_purge(unsigned kind, int force);
+void ntp_segments_atfork(int phase); /* 0 prepare, 1 parent, 2 child */
+
+/* meta.c - zeroed metadata memory, never from the pool itself. */
+void *ntp_meta_alloc(size_t size);
+void ntp_meta_free(void *p, size_t size);
+void ntp_meta_atfork(int phase);
+
+/* span.c */
+uint32_t ntp_span_index(const ntp_span_t *s, uintptr_t a);
+int ntp_span_block_of(const ntp_span_t *s, uintptr_t a, uint32_t *idx, uintptr_t *start);
+int ntp_span_extend(ntp_span_t *s, unsigned level);
+uint32_t ntp_span_collect(ntp_span_t *s);
+void ntp_corrupt(ntpool_corruption_t what, uintptr_t a, uintptr_t b);
+ntp_span_t *ntp_span_of(uintptr_t a);
+uint64_t ntp_rand(uint64_t *state);
+
+#endif

@@ -1,0 +1,178 @@
+/*
+ * span.c - a span's blocks: index math, lazy carving, collecting remote frees.
+ *
+ * A span starts with no block carved. Extension carves the next few pages (small classes) or
+ * blocks (big classes) into span->free in address order and charges their pages to the kind's
+ * budget at the caller's level; that is where pool limits and priorities bite (invariant 4).
+ */
+#include "internal.h"
+
+uint64_t ntp_rand(uint64_t *state)
+{
+    /* splitmix64: fine for free-list keys, which only need to be unguessable-ish and distinct */
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+void ntp_corrupt(ntpool_corruption_t what, uintptr_t a, uintptr_t b)
+{
+    ntpool_corruption_hook_t hook = ntp_heap.cfg.corruption;
+    if (hook)
+        hook(what, a, b);
+}
+
+ntp_span_t *ntp_span_of(uintptr_t a)
+{
+    if ((a >> NTP_VA_BITS) != 0 || ntp_load(&ntp_segmap[a >> NTP_SEG_SHIFT]) != NTP_SEGMAP_SEG)
+        return NULL;
+    ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
+    return ntp_load(&seg->slice_span[(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1)]);
+}
+
+uint32_t ntp_span_index(const ntp_span_t *s, uintptr_t a)
+{
+    uintptr_t off = a - s->base;
+    switch (s->shape) {
+    case NTP_SHAPE_SMALL: {
+        uint32_t w = (uint32_t)(((uint64_t)(off & (NTP_PAGE_SIZE - 1)) * s->magic) >> 32);
+        return (uint32_t)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
+    }
+    case NTP_SHAPE_BIG:
+        return (uint32_t)((((uint64_t)off >> NTP_PAGE_SHIFT) * s->magic) >> 32);
+    default:
+        return 0;
+    }
+}
+
+/* Which block of span s holds address a? Returns 1 and the block's index and start when a is
+ * inside a block's bytes (not in a page tail or past the blocks). */
+int ntp_span_block_of(const ntp_span_t *s, uintptr_t a, uint32_t *idx, uintptr_t *start)
+{
+    uintptr_t off = a - s->base;
+    if (off >= s->len)
+        return 0;
+    uint32_t i;
+    uintptr_t st;
+    switch (s->shape) {
+    case NTP_SHAPE_SMALL: {
+        uint32_t woff = (uint32_t)(off & (NTP_PAGE_SIZE - 1));
+        uint32_t w = (uint32_t)(((uint64_t)woff * s->magic) >> 32);
+        if (w >= s->per_page)
+            return 0; /* page tail: no block there */
+        i = (uint32_t)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
+        st = s->base + (off & ~(uintptr_t)(NTP_PAGE_SIZE - 1)) + (uintptr_t)w * s->bsize;
+        break;
+    }
+    case NTP_SHAPE_BIG:
+        i = (uint32_t)((((uint64_t)off >> NTP_PAGE_SHIFT) * s->magic) >> 32);
+        st = s->base + (uintptr_t)i * s->bsize;
+        break;
+    default:
+        i = 0;
+        st = s->base;
+        break;
+    }
+    if (i >= s->reserved)
+        return 0;
+    *idx = i;
+    *start = st;
+    return 1;
+}
+
+/* Address of block i. */
+static uintptr_t block_addr(const ntp_span_t *s, uint32_t i)
+{
+    if (s->shape == NTP_SHAPE_SMALL)
+        return s->base + (uintptr_t)(i / s->per_page) * NTP_PAGE_SIZE +
+               (uintptr_t)(i % s->per_page) * s->bsize;
+    return s->base + (uintptr_t)i * s->bsize;
+}
+
+/* Carve more blocks onto s->free (which is empty). Returns the number carved, 0 when the span
+ * is fully carved or the budget at `level` refuses even one step. */
+int ntp_span_extend(ntp_span_t *s, unsigned level)
+{
+    uint32_t cap = ntp_load(&s->capacity);
+    if (cap >= s->reserved)
+        return 0;
+    const ntp_class_info_t *ci = &ntp_classes[s->cls];
+    uint32_t n;           /* blocks to carve */
+    uint64_t bytes;       /* pages they occupy */
+    if (s->shape == NTP_SHAPE_SMALL) {
+        /* Whole pages: cap is always a multiple of per_page. */
+        uint32_t pages_left = (s->reserved - cap) / s->per_page;
+        uint32_t pages = NTP_MIN((uint32_t)ci->ext, pages_left);
+        if (!ntp_commit(s->kind, (uint64_t)pages * NTP_PAGE_SIZE, level)) {
+            pages = 1; /* near the limit, try the smallest step */
+            if (!ntp_commit(s->kind, NTP_PAGE_SIZE, level))
+                return 0;
+        }
+        n = pages * s->per_page;
+        bytes = (uint64_t)pages * NTP_PAGE_SIZE;
+    } else {
+        n = NTP_MIN((uint32_t)ci->ext, s->reserved - cap);
+        if (!ntp_commit(s->kind, (uint64_t)n * s->bsize, level)) {
+            n = 1;
+            if (!ntp_commit(s->kind, s->bsize, level))
+                return 0;
+        }
+        bytes = (uint64_t)n * s->bsize;
+    }
+    s->charged += bytes;
+    /* Thread the new blocks in address order, last one ending the list. */
+    uintptr_t next = 0;
+    for (uint32_t i = cap + n; i-- > cap;) {
+        ntp_block_t *b = (ntp_block_t *)block_addr(s, i);
+        b->next = next ^ s->key;
+        next = (uintptr_t)b;
+    }
+    s->free = (ntp_block_t *)next;
+    ntp_store(&s->capacity, cap + n);
+    uint8_t st = ntp_load(&s->state);
+    ntp_store(&s->state, (uint8_t)(s->dirty ? st & ~NTP_STATE_FRESH : st | NTP_STATE_FRESH));
+    return (int)n;
+}
+
+/* Move remote frees onto s->free (which is empty). Owner only. Returns blocks collected. */
+uint32_t ntp_span_collect(ntp_span_t *s)
+{
+    uintptr_t list =
+        atomic_exchange_explicit(&s->xfree, 0, memory_order_acquire) & ~NTP_XFREE_ATTN;
+    uint32_t got = 0;
+    ntp_block_t *head = s->free;
+    while (list != 0) {
+        ntp_block_t *b = (ntp_block_t *)list;
+        uintptr_t nx = b->next ^ s->key;
+        uint32_t idx;
+        uintptr_t start;
+        if (!ntp_span_block_of(s, list, &idx, &start) || start != list) {
+            ntp_corrupt(NTPOOL_CORRUPT_FREE_LIST, list, 0);
+            break; /* the rest of the list cannot be trusted */
+        }
+        uint32_t lab = ntp_load(&s->labels[idx]);
+        if (lab != NTPOOL_LABEL_REMOTE) {
+            /* Freed by the owner too, in a race with this remote free: it is already on a
+             * local list (label 0) or handed out again. Do not link it a second time. */
+            ntp_corrupt(NTPOOL_CORRUPT_REMOTE_DOUBLE, list, lab);
+        } else {
+            ntp_store(&s->labels[idx], 0);
+            b->next = (uintptr_t)head ^ s->key;
+            head = b;
+            got++;
+        }
+        if (nx != 0 && nx - s->base >= s->len) {
+            ntp_corrupt(NTPOOL_CORRUPT_FREE_LIST, list, nx);
+            break;
+        }
+        list = nx;
+    }
+    s->free = head;
+    s->used -= got;
+    if (got) {
+        uint8_t st = ntp_load(&s->state);
+        ntp_store(&s->state, (uint8_t)(st & ~NTP_STATE_FRESH));
+    }
+    return got;
+}

@@ -1,0 +1,357 @@
+/*
+ * tags.c - the slow half of per-tag accounting: tables, growth, thread exit, snapshots, fork.
+ *
+ * Lock order: registry -> a table's lock -> the engine's meta lock. A snapshot holds the
+ * registry lock and each table's lock while it reads that table; a thread takes only its own
+ * table's lock, and only to grow it.
+ */
+#include <string.h>
+
+#include "tags.h"
+#include "../heap/internal.h" /* ntp_meta_alloc/free */
+
+/* A thread starts on this one-slot table whose key never matches: first count goes slow. */
+static ntp_tagent_t empty_ent;
+static ntp_tagtab_t empty_tab = {.ent = &empty_ent, .mask = 0};
+NTP_TLS ntp_tagtab_t *ntp_tls_tags = &empty_tab;
+
+static struct {
+    pthread_mutex_t lock;
+    ntp_tagtab_t *live;
+    ntp_tagtab_t exited; /* totals of threads gone; no owner, guarded by lock */
+    pthread_key_t key;
+    pthread_once_t once;
+} reg = {.lock = PTHREAD_MUTEX_INITIALIZER, .once = PTHREAD_ONCE_INIT};
+
+static void tags_thread_exit(void *arg);
+static void tags_atfork_prepare(void);
+static void tags_atfork_parent(void);
+static void tags_atfork_child(void);
+
+static void tags_init_once(void)
+{
+    pthread_mutex_init(&reg.exited.lock, NULL);
+    pthread_key_create(&reg.key, tags_thread_exit);
+    /* Registered after the engine's handlers, so our prepare runs before theirs (our locks
+     * come first in the lock order). */
+    ntpool_heap_init();
+    pthread_atfork(tags_atfork_prepare, tags_atfork_parent, tags_atfork_child);
+}
+
+void ntp_tags_init(void)
+{
+    pthread_once(&reg.once, tags_init_once);
+}
+
+/* Find or insert key in t; t must have room. Returns the slot. */
+static ntp_tagent_t *slot_for(ntp_tagtab_t *t, uint64_t key)
+{
+    for (uint32_t i = ntp_tag_hash(key);; i++) {
+        ntp_tagent_t *e = &t->ent[i & t->mask];
+        uint64_t k = ntp_load(&e->key);
+        if (k == key)
+            return e;
+        if (k == 0) {
+            ntp_store(&e->key, key);
+            t->count++;
+            return e;
+        }
+    }
+}
+
+static ntp_tagent_t *ents_alloc(uint32_t n)
+{
+    return ntp_meta_alloc(sizeof(ntp_tagent_t) * n);
+}
+
+/* Double the table (caller owns it). */
+static int grow(ntp_tagtab_t *t)
+{
+    uint32_t n = (t->mask + 1) * 2;
+    ntp_tagent_t *ne = ents_alloc(n), *old = t->ent;
+    if (ne == NULL)
+        return 0;
+    ntp_tagtab_t tmp = {.ent = ne, .mask = n - 1};
+    for (uint32_t i = 0; i <= t->mask; i++) {
+        uint64_t k = ntp_load(&old[i].key);
+        if (k == 0)
+            continue;
+        ntp_tagent_t *e = slot_for(&tmp, k);
+        ntp_store(&e->allocs, ntp_load(&old[i].allocs));
+        ntp_store(&e->frees, ntp_load(&old[i].frees));
+        ntp_store(&e->bytes, ntp_load(&old[i].bytes));
+    }
+    uint32_t oldn = t->mask + 1;
+    pthread_mutex_lock(&t->lock);
+    t->ent = ne;
+    t->mask = n - 1;
+    pthread_mutex_unlock(&t->lock);
+    ntp_meta_free(old, sizeof(ntp_tagent_t) * oldn);
+    return 1;
+}
+
+static ntp_tagtab_t *table_new(void)
+{
+    ntp_tags_init();
+    ntp_tagtab_t *t = ntp_meta_alloc(sizeof *t);
+    if (t == NULL)
+        return NULL;
+    t->ent = ents_alloc(64);
+    if (t->ent == NULL) {
+        ntp_meta_free(t, sizeof *t);
+        return NULL;
+    }
+    t->mask = 63;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_mutex_lock(&reg.lock);
+    t->next = reg.live;
+    t->prev = NULL;
+    if (reg.live)
+        reg.live->prev = t;
+    reg.live = t;
+    pthread_mutex_unlock(&reg.lock);
+    pthread_setspecific(reg.key, t);
+    return t;
+}
+
+static void add_to(ntp_tagent_t *e, int64_t allocs, int64_t frees, int64_t bytes)
+{
+    ntp_bump(&e->allocs, (uint64_t)allocs);
+    ntp_bump(&e->frees, (uint64_t)frees);
+    ntp_bump(&e->bytes, bytes);
+}
+
+/* A slot for key in the exited totals, or NULL when out of memory (registry lock held). */
+static ntp_tagent_t *exited_slot(uint64_t key)
+{
+    ntp_tagtab_t *x = &reg.exited;
+    if (x->ent == NULL) {
+        x->ent = ents_alloc(64);
+        if (x->ent == NULL)
+            return NULL;
+        x->mask = 63;
+    }
+    if ((x->count + 1) * 2 > x->mask + 1)
+        (void)grow(x);
+    return x->count + 1 > x->mask ? NULL : slot_for(x, key);
+}
+
+/* Count in the shared totals: the thread has no table and cannot get one. */
+static void count_shared(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
+{
+    pthread_mutex_lock(&reg.lock);
+    ntp_tagent_t *e = exited_slot(key);
+    if (e != NULL)
+        add_to(e, allocs, frees, bytes);
+    pthread_mutex_unlock(&reg.lock);
+}
+
+void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
+{
+    ntp_tagtab_t *t = ntp_tls_tags;
+    if (t == &empty_tab) {
+        t = table_new();
+        if (t == NULL) {
+            count_shared(key, allocs, frees, bytes);
+            return;
+        }
+        ntp_tls_tags = t;
+    }
+    if ((t->count + 1) * 2 > t->mask + 1)
+        (void)grow(t); /* if it fails the table is fuller than we like, not full */
+    if (t->count + 1 > t->mask) {
+        count_shared(key, allocs, frees, bytes);
+        return;
+    }
+    add_to(slot_for(t, key), allocs, frees, bytes);
+}
+
+/* Add all of src's counts into the exited totals (registry lock held). */
+static void fold_locked(ntp_tagtab_t *src)
+{
+    for (uint32_t i = 0; i <= src->mask; i++) {
+        uint64_t k = ntp_load(&src->ent[i].key);
+        if (k == 0)
+            continue;
+        ntp_tagent_t *e = exited_slot(k);
+        if (e == NULL)
+            return;
+        add_to(e, (int64_t)ntp_load(&src->ent[i].allocs), (int64_t)ntp_load(&src->ent[i].frees),
+               ntp_load(&src->ent[i].bytes));
+    }
+}
+
+static void table_retire_locked(ntp_tagtab_t *t)
+{
+    fold_locked(t);
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        reg.live = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    ntp_meta_free(t->ent, sizeof(ntp_tagent_t) * (t->mask + 1));
+    ntp_meta_free(t, sizeof *t);
+}
+
+static void tags_thread_exit(void *arg)
+{
+    ntp_tagtab_t *t = arg;
+    if (t == NULL || t == &empty_tab)
+        return;
+    ntp_tls_tags = &empty_tab;
+    pthread_mutex_lock(&reg.lock);
+    table_retire_locked(t);
+    pthread_mutex_unlock(&reg.lock);
+}
+
+void ntp_tags_thread_done(void)
+{
+    ntp_tagtab_t *t = ntp_tls_tags;
+    if (t == &empty_tab)
+        return;
+    pthread_setspecific(reg.key, NULL);
+    tags_thread_exit(t);
+}
+
+/* ---- snapshot -------------------------------------------------------------------------------- */
+
+typedef struct merge {
+    ntp_tag_sum_t *ent; /* open addressing on tag; tag 0 = empty (tags are never 0) */
+    uint32_t mask, count;
+} merge_t;
+
+static int merge_grow(merge_t *m)
+{
+    uint32_t n = m->ent ? (m->mask + 1) * 2 : 256;
+    ntp_tag_sum_t *ne = ntp_meta_alloc(sizeof(ntp_tag_sum_t) * n);
+    if (ne == NULL)
+        return 0;
+    for (uint32_t i = 0; m->ent && i <= m->mask; i++) {
+        if (m->ent[i].tag == 0)
+            continue;
+        uint32_t j = ntp_tag_hash(m->ent[i].tag);
+        while (ne[j & (n - 1)].tag != 0)
+            j++;
+        ne[j & (n - 1)] = m->ent[i];
+    }
+    if (m->ent)
+        ntp_meta_free(m->ent, sizeof(ntp_tag_sum_t) * (m->mask + 1));
+    m->ent = ne;
+    m->mask = n - 1;
+    return 1;
+}
+
+static void merge_table(merge_t *m, ntp_tagtab_t *t)
+{
+    for (uint32_t i = 0; t->ent && i <= t->mask; i++) {
+        uint64_t k = ntp_load(&t->ent[i].key);
+        if (k == 0)
+            continue;
+        uint32_t tag = (uint32_t)k;
+        unsigned kind = (unsigned)(k >> 32) - 1;
+        if ((m->count + 1) * 2 > m->mask + 1 && !merge_grow(m))
+            return;
+        uint32_t j = ntp_tag_hash(tag);
+        ntp_tag_sum_t *e;
+        for (;; j++) {
+            e = &m->ent[j & m->mask];
+            if (e->tag == tag)
+                break;
+            if (e->tag == 0) {
+                e->tag = tag;
+                m->count++;
+                break;
+            }
+        }
+        e->allocs[kind] += ntp_load(&t->ent[i].allocs);
+        e->frees[kind] += ntp_load(&t->ent[i].frees);
+        e->bytes[kind] += ntp_load(&t->ent[i].bytes);
+    }
+}
+
+/* Heap sort by tag value (no qsort: it may call malloc, and we may be malloc). */
+static void sift(ntp_tag_sum_t *a, size_t i, size_t n)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, big = i;
+        if (l < n && a[l].tag > a[big].tag)
+            big = l;
+        if (l + 1 < n && a[l + 1].tag > a[big].tag)
+            big = l + 1;
+        if (big == i)
+            return;
+        ntp_tag_sum_t t = a[i];
+        a[i] = a[big];
+        a[big] = t;
+        i = big;
+    }
+}
+
+static void sort_by_tag(ntp_tag_sum_t *a, size_t n)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift(a, i, n);
+    for (size_t end = n; end-- > 1;) {
+        ntp_tag_sum_t t = a[0];
+        a[0] = a[end];
+        a[end] = t;
+        sift(a, 0, end);
+    }
+}
+
+size_t ntp_tags_snapshot(ntp_tag_sum_t *out, size_t cap)
+{
+    ntp_tags_init();
+    merge_t m = {0};
+    if (!merge_grow(&m))
+        return 0;
+    pthread_mutex_lock(&reg.lock);
+    merge_table(&m, &reg.exited);
+    for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next) {
+        pthread_mutex_lock(&t->lock);
+        merge_table(&m, t);
+        pthread_mutex_unlock(&t->lock);
+    }
+    pthread_mutex_unlock(&reg.lock);
+    /* Compact, sort, copy out. */
+    size_t n = 0;
+    for (uint32_t i = 0; i <= m.mask; i++)
+        if (m.ent[i].tag != 0)
+            m.ent[n++] = m.ent[i];
+    sort_by_tag(m.ent, n);
+    if (out != NULL)
+        memcpy(out, m.ent, sizeof(ntp_tag_sum_t) * NTP_MIN(n, cap));
+    ntp_meta_free(m.ent, sizeof(ntp_tag_sum_t) * (m.mask + 1));
+    return n;
+}
+
+/* ---- fork -------------------------------------------------------------------------------------- */
+
+static void tags_atfork_prepare(void)
+{
+    pthread_mutex_lock(&reg.lock);
+    for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next)
+        pthread_mutex_lock(&t->lock);
+}
+
+static void tags_atfork_parent(void)
+{
+    for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next)
+        pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(&reg.lock);
+}
+
+/* Only the forking thread lives on in the child: fold the other threads' tables. */
+static void tags_atfork_child(void)
+{
+    pthread_mutex_init(&reg.lock, NULL);
+    for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next)
+        pthread_mutex_init(&t->lock, NULL);
+    ntp_tagtab_t *next;
+    for (ntp_tagtab_t *t = reg.live; t != NULL; t = next) {
+        next = t->next;
+        if (t != ntp_tls_tags)
+            table_retire_locked(t);
+    }
+}

@@ -1,0 +1,87 @@
+/*
+ * tags.h - per-tag accounting with no atomics on the allocating threads.
+ *
+ * Each thread counts its own allocations and frees in a private open-addressing table keyed by
+ * (tag, kind). Counters are relaxed atomics written only by the owner (a plain load and store),
+ * so a snapshot from another thread may read them at any time. A snapshot sums the live
+ * threads' tables and the totals folded in from exited threads. A block freed by a thread other
+ * than the one that allocated it counts as a free in the freeing thread: per-thread byte counts
+ * can go negative, their sum cannot.
+ */
+#ifndef NTPOOL_TAGS_H
+#define NTPOOL_TAGS_H
+
+#include <pthread.h>
+
+#include "../base/base.h"
+#include "../heap/heap.h"
+
+#ifndef NTPOOL_ACCOUNTING
+#define NTPOOL_ACCOUNTING 1
+#endif
+
+typedef struct ntp_tagent {
+    _Atomic uint64_t key; /* tag | (kind + 1) << 32; 0 = empty slot */
+    _Atomic uint64_t allocs;
+    _Atomic uint64_t frees;
+    _Atomic int64_t bytes;
+} ntp_tagent_t;
+
+typedef struct ntp_tagtab {
+    ntp_tagent_t *ent;
+    uint32_t mask; /* slots - 1 */
+    uint32_t count;
+    pthread_mutex_t lock; /* owner holds it to grow; readers hold it to read */
+    struct ntp_tagtab *next, *prev;
+} ntp_tagtab_t;
+
+extern NTP_TLS ntp_tagtab_t *ntp_tls_tags;
+
+NTP_INLINE uint64_t ntp_tag_key(uint32_t tag, unsigned kind)
+{
+    return (uint64_t)tag | ((uint64_t)(kind + 1) << 32);
+}
+
+NTP_INLINE uint32_t ntp_tag_hash(uint64_t key)
+{
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 40);
+}
+
+void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
+
+NTP_INLINE void ntp_tags_count(uint32_t tag, unsigned kind, int64_t allocs, int64_t frees,
+                               int64_t bytes)
+{
+#if NTPOOL_ACCOUNTING
+    ntp_tagtab_t *t = ntp_tls_tags;
+    uint64_t k = ntp_tag_key(tag, kind);
+    ntp_tagent_t *e = &t->ent[ntp_tag_hash(k) & t->mask];
+    if (ntp_likely(ntp_load(&e->key) == k)) {
+        if (allocs)
+            ntp_bump(&e->allocs, (uint64_t)allocs);
+        if (frees)
+            ntp_bump(&e->frees, (uint64_t)frees);
+        ntp_bump(&e->bytes, bytes);
+        return;
+    }
+    ntp_tags_slow(k, allocs, frees, bytes);
+#else
+    (void)tag, (void)kind, (void)allocs, (void)frees, (void)bytes;
+#endif
+}
+
+/* One tag's totals per kind. */
+typedef struct ntp_tag_sum {
+    uint32_t tag;
+    uint64_t allocs[NTPOOL_KINDS], frees[NTPOOL_KINDS];
+    int64_t bytes[NTPOOL_KINDS];
+} ntp_tag_sum_t;
+
+/* Sum every thread's counters into out[] sorted by tag; returns the number of tags, which may
+ * exceed cap (then only the first cap are written). */
+size_t ntp_tags_snapshot(ntp_tag_sum_t *out, size_t cap);
+/* Fold the calling thread's table into the exited totals (thread exit, tests). */
+void ntp_tags_thread_done(void);
+void ntp_tags_init(void);
+
+#endif
