@@ -118,10 +118,14 @@ NTPOOL_API void ntpool_try_leave(ntpool_try_frame_t *f);
 NTPOOL_API int ntpool_try_filter(ntpool_try_frame_t *f, int disposition);
 NTPOOL_API NTSTATUS ntpool_exception_code(void);
 
-#define NTPOOL_TRY                                   \
-    {                                                \
-        ntpool_try_frame_t ntpool_try_frame_;        \
-        ntpool_try_enter(&ntpool_try_frame_);        \
+/* Nested try blocks shadow the frame of the enclosing one on purpose: silence -Wshadow. */
+#define NTPOOL_TRY                                                   \
+    {                                                                \
+        _Pragma("GCC diagnostic push")                               \
+        _Pragma("GCC diagnostic ignored \"-Wshadow\"")               \
+        ntpool_try_frame_t ntpool_try_frame_;                        \
+        _Pragma("GCC diagnostic pop")                                \
+        ntpool_try_enter(&ntpool_try_frame_);                        \
         if (setjmp(ntpool_try_frame_.jb) == 0) {
 #define NTPOOL_EXCEPT(filter)                        \
         ntpool_try_leave(&ntpool_try_frame_);        \

@@ -344,6 +344,10 @@ NTP_COLD static void ex_free_slow(void *p, uint32_t expect, const void *caller)
         ntp_bugcheck(BAD_POOL_CALLER, 0x46, (uintptr_t)p, 0, 0, &in);
     case NTPOOL_HF_NOT_ALLOCATED:
         in.has_size = 0;
+        /* Windows sends a page-aligned address down the big-block path, whose table miss is
+         * 0x19/0x22 (a freed or never-allocated big block); others are unallocated pool. */
+        if (((uintptr_t)p & (PAGE_SIZE - 1)) == 0)
+            ntp_bugcheck(BAD_POOL_HEADER, 0x22, (uintptr_t)p, 0, 0, &in);
         ntp_bugcheck(BAD_POOL_CALLER, bi.kind == NTPOOL_KIND_PAGED ? 0x48 : 0x44, (uintptr_t)p, 0, 0, &in);
     case NTPOOL_HF_INTERIOR:
         if (bi.kind == NTPOOL_KIND_PAGED)

@@ -59,6 +59,19 @@ static void list_remove(ntp_span_list_t *l, ntp_span_t *s)
     l->count--;
 }
 
+/* The abandoned lists (abandoned_lock held); the counts let adopters peek without the lock. */
+static void abandoned_push(ntp_span_t *s)
+{
+    list_push(&ntp_heap.abandoned[s->kind][s->cls], s);
+    ntp_store(&ntp_heap.abandoned_n[s->kind][s->cls], ntp_heap.abandoned[s->kind][s->cls].count);
+}
+
+static void abandoned_remove(ntp_span_t *s)
+{
+    list_remove(&ntp_heap.abandoned[s->kind][s->cls], s);
+    ntp_store(&ntp_heap.abandoned_n[s->kind][s->cls], ntp_heap.abandoned[s->kind][s->cls].count);
+}
+
 static void state_set(ntp_span_t *s, uint8_t set, uint8_t clear)
 {
     uint8_t st = ntp_load(&s->state);
@@ -181,7 +194,7 @@ static void span_abandon(ntp_span_t *s)
     state_set(s, NTP_STATE_ABANDONED, NTP_STATE_FRESH);
     atomic_store_explicit(&s->owner, NULL, memory_order_release);
     pthread_mutex_lock(&ntp_heap.abandoned_lock);
-    list_push(&ntp_heap.abandoned[s->kind][s->cls], s);
+    abandoned_push(s);
     ntp_heap.spans_abandoned++;
     pthread_mutex_unlock(&ntp_heap.abandoned_lock);
 }
@@ -302,13 +315,12 @@ static void span_drop(ntp_span_t *s)
 
 static ntp_span_t *span_adopt(ntp_theap_t *h, unsigned kind, unsigned cls)
 {
-    ntp_span_list_t *l = &ntp_heap.abandoned[kind][cls];
-    if (ntp_load((_Atomic(ntp_span_t *) *)&l->head) == NULL)
-        return NULL; /* racy peek; the lock below decides */
+    if (ntp_load(&ntp_heap.abandoned_n[kind][cls]) == 0)
+        return NULL; /* a peek; the lock below decides */
     pthread_mutex_lock(&ntp_heap.abandoned_lock);
-    ntp_span_t *s = l->head;
+    ntp_span_t *s = ntp_heap.abandoned[kind][cls].head;
     if (s != NULL) {
-        list_remove(l, s);
+        abandoned_remove(s);
         ntp_heap.spans_adopted++;
     }
     pthread_mutex_unlock(&ntp_heap.abandoned_lock);
@@ -683,7 +695,7 @@ void ntpool_heap_trim(void)
                      x = ((ntp_block_t *)x)->next ^ s->key)
                     pending++;
                 if (pending == s->used) {
-                    list_remove(&ntp_heap.abandoned[k][c], s);
+                    abandoned_remove(s);
                     s->next = empty;
                     empty = s;
                 }
@@ -699,7 +711,7 @@ void ntpool_heap_trim(void)
                 } else {
                     atomic_store(&s->owner, NULL);
                     pthread_mutex_lock(&ntp_heap.abandoned_lock);
-                    list_push(&ntp_heap.abandoned[k][c], s);
+                    abandoned_push(s);
                     pthread_mutex_unlock(&ntp_heap.abandoned_lock);
                 }
             }

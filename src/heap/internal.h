@@ -170,6 +170,7 @@ typedef struct ntp_heap_global {
     uint64_t heaps_live, heaps_created;
     pthread_mutex_t abandoned_lock;
     ntp_span_list_t abandoned[NTPOOL_KINDS][NTP_CLASSES];
+    _Atomic uint32_t abandoned_n[NTPOOL_KINDS][NTP_CLASSES]; /* lock-free peek at the counts */
     uint64_t spans_created, spans_abandoned, spans_adopted, spans_live;
     ntpool_heap_config_t cfg;
     int lock_errno;
