@@ -1,10 +1,11 @@
 /*
  * ex_pool.c - ExAllocatePool*, ExFreePool*, ExQueryPoolBlockSize.
  *
- * Every allocating routine validates its arguments as Windows does, translates them into one
- * request (as 24H2 turns the legacy routines into ExAllocatePool2 calls, spec 1.5), and goes
- * down one path: ex_alloc. Failure is handled in one place, ex_fail: must-succeed bug check,
- * raise, or NULL.
+ * Every allocating routine first tries ex_fast, inline: the common request served from the
+ * calling thread's current span. Anything else - validation, translation of legacy types into
+ * one request (as 24H2 turns them into ExAllocatePool2 calls, spec 1.5), bad IRQL, refill,
+ * quota - goes down one out-of-line path, ex_alloc. Failure is handled in one place, ex_fail:
+ * must-succeed bug check, raise, or NULL.
  *
  *   legacy POOL_TYPE bit        request
  *   0x001 paged                 kind PAGED          (else 0x200 NX -> NX, else EXEC)
@@ -88,21 +89,19 @@ NTP_COLD NTP_NORETURN static void bad_irql_alloc(const ex_req_t *r, size_t n, KI
     ntp_bugcheck(BAD_POOL_CALLER, 0x08, irql, (uintptr_t)r->pool_type, n, &in);
 }
 
-static int has_letter_or_digit(uint32_t tag)
+NTP_INLINE int has_letter_or_digit(uint32_t tag)
 {
     for (int i = 0; i < 4; i++) {
         unsigned char c = (unsigned char)(tag >> (8 * i));
-        if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))
+        if ((unsigned char)(c - '0') < 10 || (unsigned char)((c | 0x20) - 'a') < 26)
             return 1;
     }
     return 0;
 }
 
 /* 0xC2/0x9C ("BIG ") and 0xC2/0x9D (no letter or digit), when NTPOOL_TAG_CHECKS is on. */
-static void check_tag(uint32_t tag, int pool_type, size_t n, const void *caller)
+NTP_COLD static void bad_tag(uint32_t tag, int pool_type, size_t n, const void *caller)
 {
-    if (ntp_likely(has_letter_or_digit(tag) && tag != TAG_BIG))
-        return;
     if (!ntp_opt_int(NTP_OPT_TAG_CHECKS))
         return;
     ntp_bc_info_t in = {tag, pool_type, 1, n, NULL, caller};
@@ -111,22 +110,34 @@ static void check_tag(uint32_t tag, int pool_type, size_t n, const void *caller)
     ntp_bugcheck(BAD_POOL_CALLER, 0x9D, tag, (uintptr_t)pool_type, (uintptr_t)caller, &in);
 }
 
+NTP_INLINE void check_tag(uint32_t tag, int pool_type, size_t n, const void *caller)
+{
+    if (ntp_unlikely(!has_letter_or_digit(tag) || tag == TAG_BIG))
+        bad_tag(tag, pool_type, n, caller);
+}
+
 /* ---- the one allocation path ------------------------------------------------------------------------ */
 
-static inline void *ex_alloc(const ex_req_t *r, size_t n)
+/* Every request that the fast path below did not complete. */
+NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
 {
     ntp_ensure_init();
     KIRQL irql = ntp_irql;
-    if (ntp_unlikely(irql > APC_LEVEL) && (irql > DISPATCH_LEVEL || r->kind == NTPOOL_KIND_PAGED))
+    if (irql > APC_LEVEL && (irql > DISPATCH_LEVEL || r->kind == NTPOOL_KIND_PAGED))
         bad_irql_alloc(r, n, irql);
-    if (ntp_unlikely(n > NTPOOL_SIZE_MAX))
+    check_tag(r->label & NTPOOL_LABEL_ID, r->pool_type, n, r->caller);
+    if (n > NTPOOL_SIZE_MAX)
         return ex_fail(r, n, STATUS_INSUFFICIENT_RESOURCES);
     size_t sz = n ? n : 1; /* zero bytes: a unique minimum block (spec 11.3) */
     ntpool_block_info_t bi;
-    void *p = ntp_pool_alloc(r->kind, sz, r->label, r->hflags, r->level, &bi);
-    if (ntp_unlikely(p == NULL))
+    void *p = NULL;
+    if (r->hflags == 0)
+        p = ntp_pool_alloc_fast(r->kind, sz, r->label, r->level, 1, &bi);
+    if (p == NULL)
+        p = ntp_pool_alloc_slow(r->kind, sz, r->label, r->hflags, r->level, &bi);
+    if (p == NULL)
         return ex_fail(r, n, STATUS_INSUFFICIENT_RESOURCES);
-    if (ntp_unlikely(r->quota) && !ntp_pool_quota_charge(bi.size)) {
+    if (r->quota && !ntp_pool_quota_charge(bi.size)) {
         ntp_pool_free(p, 0, &bi);
         return ex_fail(r, n, r->quota_status ? STATUS_QUOTA_EXCEEDED : STATUS_INSUFFICIENT_RESOURCES);
     }
@@ -135,9 +146,29 @@ static inline void *ex_alloc(const ex_req_t *r, size_t n)
     return p;
 }
 
-/* Translate a legacy call (spec 1.5). */
-static void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int quota,
-                    const void *caller)
+/* The common case, inlined into each entry point: a small or big block of the thread's current
+ * span, at an IRQL no pool minds, with a plain tag. NULL means "take the full path", which
+ * repeats every check and reports what is wrong. Assumes: no quota, no cache alignment. */
+NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, int zero)
+{
+    if (ntp_unlikely(ntp_irql > APC_LEVEL))
+        return NULL;
+#if !NTPOOL_ACCOUNTING
+    /* With accounting, a tag the thread has counted was checked; here, check it every time. */
+    if (ntp_unlikely(!has_letter_or_digit(tag) || tag == TAG_BIG))
+        return NULL;
+#endif
+    ntpool_block_info_t bi;
+    bi.fresh = 0;
+    void *p = ntp_pool_alloc_fast(kind, n, tag, level, zero, &bi);
+    if (ntp_likely(p != NULL) && zero && !bi.fresh)
+        memset(p, 0, n <= NTPOOL_SMALL_MAX ? NTP_ALIGN_UP(n, 16) : n);
+    return p;
+}
+
+/* Translate a legacy call (spec 1.5) and take the full path. */
+NTP_NOINLINE static void *legacy_slow(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int quota,
+                                      const void *caller)
 {
     unsigned t = (unsigned)type;
     ex_req_t r;
@@ -156,8 +187,22 @@ static void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int quo
     r.pool_type = (int)t;
     r.caller = caller;
     r.label = tg | (quota ? NTPOOL_LABEL_FLAG : 0);
-    check_tag(tg, r.pool_type, n, caller);
     return ex_alloc(&r, n);
+}
+
+/* Legacy types that need nothing but a kind: paged, NX, zero, cold and session bits. */
+#define LEGACY_FAST_BITS (1u | (unsigned)NonPagedPoolNx | POOL_ZERO_ALLOCATION | POOL_COLD_ALLOCATION | 0x20u)
+
+NTP_INLINE void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int quota, const void *caller)
+{
+    unsigned t = (unsigned)type;
+    if (ntp_likely((t & ~LEGACY_FAST_BITS) == 0 && !quota)) {
+        unsigned kind = (t & 1) ? NTPOOL_KIND_PAGED : (t & NonPagedPoolNx) ? NTPOOL_KIND_NX : NTPOOL_KIND_EXEC;
+        void *p = ex_fast(kind, n, tag & NTPOOL_LABEL_ID, level, (t & POOL_ZERO_ALLOCATION) != 0);
+        if (ntp_likely(p != NULL))
+            return p;
+    }
+    return legacy_slow(type, n, tag, level, quota, caller);
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithTag(POOL_TYPE type, SIZE_T n, ULONG tag)
@@ -178,12 +223,12 @@ NTPOOL_API PVOID ExAllocatePoolWithTagPriority(POOL_TYPE type, SIZE_T n, ULONG t
 
 NTPOOL_API PVOID ExAllocatePoolWithQuotaTag(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, tag, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithQuota(POOL_TYPE type, SIZE_T n)
 {
-    return legacy(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolZero(POOL_TYPE type, SIZE_T n, ULONG tag)
@@ -199,13 +244,13 @@ NTPOOL_API PVOID ExAllocatePoolUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag
 
 NTPOOL_API PVOID ExAllocatePoolQuotaZero(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL, 1,
-                  __builtin_return_address(0));
+    return legacy_slow((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL, 1,
+                       __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolQuotaUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, tag, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolPriorityZero(POOL_TYPE type, SIZE_T n, ULONG tag, EX_POOL_PRIORITY prio)
@@ -262,13 +307,30 @@ NTP_COLD static void *invalid(const ex_req_t *r)
     return NULL;
 }
 
-NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
+NTP_NOINLINE static void *pool2_slow(POOL_FLAGS flags, SIZE_T n, ULONG tag, const void *caller)
 {
     ex_req_t r;
-    if (ntp_unlikely(!pool2_request(flags, tag, __builtin_return_address(0), &r)))
+    if (!pool2_request(flags, tag, caller, &r))
         return invalid(&r);
-    check_tag(r.label & NTPOOL_LABEL_ID, r.pool_type, n, r.caller);
     return ex_alloc(&r, n);
+}
+
+/* Flags the fast path takes: one kind, and bits that change nothing for it. */
+#define POOL2_FAST_FLAGS \
+    (KIND_FLAGS | POOL_FLAG_UNINITIALIZED | POOL_FLAG_RAISE_ON_FAILURE | POOL_FLAG_SESSION | \
+     POOL_FLAG_RESERVED2 | POOL_FLAG_RESERVED3)
+/* Kind by flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED); 3 = not exactly one. */
+static const uint8_t pool2_kind[8] = {3, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, 3, NTPOOL_KIND_PAGED, 3, 3, 3};
+
+NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
+{
+    unsigned kind = pool2_kind[(flags >> 6) & 7];
+    if (ntp_likely((flags & ~POOL2_FAST_FLAGS) == 0 && kind < NTPOOL_KINDS)) {
+        void *p = ex_fast(kind, n, tag & NTPOOL_LABEL_ID, NTPOOL_PRIO_NORMAL, !(flags & POOL_FLAG_UNINITIALIZED));
+        if (ntp_likely(p != NULL))
+            return p;
+    }
+    return pool2_slow(flags, n, tag, __builtin_return_address(0));
 }
 
 /* Apply extended parameters (spec 1.7). 0 when a required one is unknown or unusable. */
@@ -309,10 +371,9 @@ NTPOOL_API PVOID ExAllocatePool3(POOL_FLAGS flags, SIZE_T n, ULONG tag,
                                  PCPOOL_EXTENDED_PARAMETER params, ULONG count)
 {
     ex_req_t r;
-    if (ntp_unlikely(!pool2_request(flags, tag, __builtin_return_address(0), &r)) ||
+    if (!pool2_request(flags, tag, __builtin_return_address(0), &r) ||
         !apply_params(&r, flags, params, count))
         return invalid(&r);
-    check_tag(r.label & NTPOOL_LABEL_ID, r.pool_type, n, r.caller);
     return ex_alloc(&r, n);
 }
 
@@ -364,7 +425,7 @@ NTP_COLD static void ex_free_slow(void *p, uint32_t expect, const void *caller)
     }
 }
 
-static inline void ex_free(void *p, uint32_t expect, const void *caller)
+NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
     ntpool_block_info_t bi;
     if (ntp_likely(ntp_irql <= APC_LEVEL) && ntp_likely(ntpool_heap_free_fast(p, expect, &bi) == 0)) {

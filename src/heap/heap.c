@@ -478,7 +478,7 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
         return (void *)s->base;
     }
     for (;;) {
-        void *p = ntpool_heap_alloc_fast(kind, cls, label, out);
+        void *p = ntpool_heap_alloc_fast(kind, cls, label, 1, out);
         if (p != NULL)
             return p;
         if (h->cur[kind][cls]->free != NULL) {

@@ -21,8 +21,8 @@ NTP_INLINE unsigned ntp_small_index(const ntp_span_t *s, uintptr_t off)
 }
 
 /* Pop a block of class `cls`, or NULL when the current span has none ready (then call
- * ntpool_heap_alloc). Fills out->size and out->fresh. */
-NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label,
+ * ntpool_heap_alloc). Fills out->size, and out->fresh when asked. */
+NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label, int want_fresh,
                                         ntpool_block_info_t *out)
 {
     ntp_theap_t *h = ntp_tls_heap;
@@ -44,7 +44,8 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
     s->free = (ntp_block_t *)nx;
     s->used++;
     out->size = s->bsize;
-    out->fresh = (ntp_load(&s->state) & NTP_STATE_FRESH) != 0;
+    if (want_fresh)
+        out->fresh = (ntp_load(&s->state) & NTP_STATE_FRESH) != 0;
     return b;
 }
 
@@ -80,10 +81,10 @@ NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info
     } else {
         return -1;
     }
-    if (ntp_unlikely(idx >= ntp_load(&s->capacity)))
-        return -1;
+    /* A block never carved has label 0 too: the slow path tells the two apart. */
     uint32_t lab = ntp_load(&s->labels[idx]);
-    if (ntp_unlikely(lab == 0 || lab == NTPOOL_LABEL_REMOTE ||
+    /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits. */
+    if (ntp_unlikely((lab & NTPOOL_LABEL_ID) == 0 ||
                      (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0)))
         return -1;
     ntp_store(&s->labels[idx], 0);

@@ -89,3 +89,14 @@ uint64_t ntp_pool_quota_used(void)
 {
     return ntp_load(&quota_used);
 }
+
+void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned hflags,
+                          unsigned level, ntpool_block_info_t *bi)
+{
+    if (!ntp_pool_admit(kind, level))
+        return NULL;
+    void *p = ntpool_heap_alloc((ntpool_kind_t)kind, size, label, hflags, level, bi);
+    if (p != NULL)
+        ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 1, 0, (int64_t)bi->size);
+    return p;
+}

@@ -45,26 +45,38 @@ NTP_INLINE int ntp_pool_admit(unsigned kind, unsigned level)
     return ntp_load(&ntpool_heap_committed_v[b]) < ntp_load(&ntp_pool_mark[b][level]);
 }
 
-/* Allocate and account. label's low 31 bits are the tag. NULL on failure. */
-NTP_INLINE void *ntp_pool_alloc(unsigned kind, size_t size, uint32_t label, unsigned hflags,
-                                unsigned level, ntpool_block_info_t *bi)
+/* The inline half of an allocation: admission, a block from the thread's current span, and
+ * the tag counted. NULL when anything is unusual: the span has no block ready, the size needs
+ * the slow path (huge), or this thread has not used the tag with this kind before (the slow
+ * path validates the tag then; see ntp_tags_find). Then call ntp_pool_alloc_slow. */
+NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label, unsigned level,
+                                     int want_fresh, ntpool_block_info_t *bi)
 {
+    unsigned cls;
+    if (ntp_likely(size <= NTPOOL_SMALL_MAX))
+        cls = ntp_class_of_small[(size + 15) >> 4];
+    else if (size <= NTP_BIG_MAX)
+        cls = NTP_SMALL_CLASSES + (unsigned)((size - 1) >> NTP_PAGE_SHIFT);
+    else
+        return NULL;
     if (ntp_unlikely(!ntp_pool_admit(kind, level)))
         return NULL;
-    void *p = NULL;
-    if (ntp_likely(size <= NTPOOL_SMALL_MAX && hflags == 0))
-        p = ntpool_heap_alloc_fast(kind, ntp_class_of_small[(size + 15) >> 4], label, bi);
-    else if (size <= NTP_BIG_MAX && size > NTPOOL_SMALL_MAX)
-        p = ntpool_heap_alloc_fast(kind, NTP_SMALL_CLASSES + ((size - 1) >> NTP_PAGE_SHIFT),
-                                   label, bi);
-    if (ntp_unlikely(p == NULL)) {
-        p = ntpool_heap_alloc((ntpool_kind_t)kind, size, label, hflags, level, bi);
-        if (p == NULL)
-            return NULL;
-    }
-    ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 1, 0, (int64_t)bi->size);
+#if NTPOOL_ACCOUNTING
+    ntp_tagent_t *e = ntp_tags_find(label & NTPOOL_LABEL_ID, kind);
+    if (ntp_unlikely(e == NULL))
+        return NULL;
+    void *p = ntpool_heap_alloc_fast(kind, cls, label, want_fresh, bi);
+    if (ntp_likely(p != NULL))
+        ntp_tags_add_alloc(e, (int64_t)bi->size);
     return p;
+#else
+    return ntpool_heap_alloc_fast(kind, cls, label, want_fresh, bi);
+#endif
 }
+
+/* Everything: admission, any size and alignment, refill from the engine, accounting. */
+void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned hflags,
+                          unsigned level, ntpool_block_info_t *bi);
 
 /* Free and account. expect = 0 accepts any tag. */
 NTP_INLINE ntpool_hf_t ntp_pool_free(void *p, uint32_t expect, ntpool_block_info_t *bi)

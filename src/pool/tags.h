@@ -49,6 +49,25 @@ NTP_INLINE uint32_t ntp_tag_hash(uint64_t key)
 
 void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
 
+#if NTPOOL_ACCOUNTING
+/* The calling thread's counters for (tag, kind), or NULL when it has not counted that pair yet.
+ * An entry exists only for tags that passed the allocation checks, so finding one also says
+ * the tag is valid: the fast path checks a tag no other way. */
+NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
+{
+    ntp_tagtab_t *t = ntp_tls_tags;
+    uint64_t k = ntp_tag_key(tag, kind);
+    ntp_tagent_t *e = &t->ent[ntp_tag_hash(k) & t->mask];
+    return ntp_likely(ntp_load(&e->key) == k) ? e : NULL;
+}
+
+NTP_INLINE void ntp_tags_add_alloc(ntp_tagent_t *e, int64_t bytes)
+{
+    ntp_bump(&e->allocs, 1);
+    ntp_bump(&e->bytes, bytes);
+}
+#endif
+
 NTP_INLINE void ntp_tags_count(uint32_t tag, unsigned kind, int64_t allocs, int64_t frees,
                                int64_t bytes)
 {
