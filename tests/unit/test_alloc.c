@@ -217,7 +217,7 @@ END_TEST
 START_TEST(overflowing_sizes_fail)
 {
     static const SIZE_T sizes[] = {SIZE_MAX, SIZE_MAX - 15, (SIZE_T)1 << 63, (SIZE_T)1 << 50};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    for (volatile size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) { /* volatile: setjmp */
         ck_assert_ptr_null(ExAllocatePool2(POOL_FLAG_NON_PAGED, sizes[i], TAG));
         ck_assert_ptr_null(ExAllocatePoolWithTag(PagedPool, sizes[i], TAG));
         EXPECT_RAISE(STATUS_INSUFFICIENT_RESOURCES,
