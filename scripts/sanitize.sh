@@ -12,8 +12,9 @@ cmake --build build-asan -j"$jobs" >/dev/null
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest -j"$jobs" --output-on-failure -LE consumer)
 
-echo "== TSan: stress"
+echo "== TSan: stress, and the unit tests that race threads against each other"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DNTPOOL_SANITIZE=thread >/dev/null
 cmake --build build-tsan -j"$jobs" >/dev/null
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-   ctest -j1 --output-on-failure -L stress)
+   ctest -j"$jobs" --output-on-failure \
+   -R '^(stress\.|engine\.|tags\.|ke\.|threads\.(thread_exit|churn|thread_cleanup))')

@@ -15,7 +15,27 @@
 #include "internal.h"
 #include "../os/os.h"
 
-uint8_t ntp_class_of_small[256];
+/* Class of a small request, indexed by (size + 15) / 16: the smallest class that holds it.
+ * A constant, because the fast path reads it before the library is initialised (then every
+ * class leads to an empty span, and so to the slow path). A test checks it against the rule. */
+const uint8_t ntp_class_of_small[256] = {
+      0,   0,   1,   2,   3,   4,   5,   6,   7,   8,   9,  10,  11,  12,  13,  14,
+     15,  16,  17,  18,  19,  20,  21,  22,  23,  24,  25,  26,  27,  28,  29,  30,
+     31,  32,  32,  32,  32,  33,  33,  33,  33,  33,  33,  34,  34,  34,  34,  34,
+     34,  34,  34,  34,  35,  35,  35,  35,  35,  35,  35,  35,  35,  35,  35,  35,
+     35,  36,  36,  36,  36,  36,  36,  36,  36,  36,  36,  36,  36,  36,  36,  36,
+     36,  36,  36,  36,  36,  36,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,
+     37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,
+     37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,  37,
+     37,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,
+     38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,
+     38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,
+     38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,
+     38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,
+     38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,
+     38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,
+     38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38, 255,
+};
 uint8_t ntp_class_of_small_line[256];
 ntp_class_info_t ntp_classes[NTP_CLASSES];
 
@@ -55,16 +75,10 @@ void ntp_classes_init(void)
     size_t line = ntpool_os_cache_line();
     for (unsigned i = 0; i < 256; i++) {
         size_t sz = (size_t)i * 16;
-        unsigned cls = NTP_CLASS_NONE, lcls = NTP_CLASS_NONE;
-        for (unsigned k = 0; k < NTP_SMALL_CLASSES; k++) {
-            if (ntp_classes[k].size < sz)
-                continue;
-            if (cls == NTP_CLASS_NONE)
-                cls = k;
-            if (lcls == NTP_CLASS_NONE && ntp_classes[k].size % line == 0)
+        unsigned lcls = NTP_CLASS_NONE;
+        for (unsigned k = 0; k < NTP_SMALL_CLASSES && lcls == NTP_CLASS_NONE; k++)
+            if (ntp_classes[k].size >= sz && ntp_classes[k].size % line == 0)
                 lcls = k;
-        }
-        ntp_class_of_small[i] = (uint8_t)(sz <= NTPOOL_SMALL_MAX ? cls : NTP_CLASS_NONE);
         ntp_class_of_small_line[i] = (uint8_t)(sz <= NTPOOL_SMALL_MAX ? lcls : NTP_CLASS_NONE);
     }
 }

@@ -167,19 +167,28 @@ static ntp_theap_t *heap_get(void)
     return h;
 }
 
+/* Release an empty span: no owner first (a fork child must never find an owned span whose
+ * labels are gone), then its labels, then its slices. */
+static void span_drop(ntp_span_t *s)
+{
+    atomic_store_explicit(&s->owner, NULL, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    _Atomic uint32_t *labels = s->labels;
+    s->labels = NULL;
+    ntp_meta_free((void *)labels, sizeof(uint32_t) * ntp_classes[s->cls].reserved);
+    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+    ntp_heap.spans_live--;
+    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+    ntp_span_release(s);
+}
+
 /* Owner gives span s up: drop it if empty, else leave it for adoption. */
 static void span_abandon(ntp_span_t *s)
 {
     ntp_span_collect(s);
     state_set(s, 0, NTP_STATE_CUR | NTP_STATE_FULL);
     if (s->used == 0) {
-        unsigned cls = s->cls;
-        ntp_meta_free((void *)s->labels, sizeof(uint32_t) * ntp_classes[cls].reserved);
-        s->labels = NULL;
-        pthread_mutex_lock(&ntp_heap.abandoned_lock);
-        ntp_heap.spans_live--;
-        pthread_mutex_unlock(&ntp_heap.abandoned_lock);
-        ntp_span_release(s);
+        span_drop(s);
         return;
     }
     /* Blocks still on the free lists stay there for the adopter. Merge them into one list. */
@@ -300,17 +309,6 @@ static ntp_span_t *span_new(ntp_theap_t *h, unsigned kind, unsigned cls)
     ntp_heap.spans_live++;
     pthread_mutex_unlock(&ntp_heap.abandoned_lock);
     return s;
-}
-
-static void span_drop(ntp_span_t *s)
-{
-    ntp_meta_free((void *)s->labels, sizeof(uint32_t) * ntp_classes[s->cls].reserved);
-    s->labels = NULL;
-    atomic_store_explicit(&s->owner, NULL, memory_order_release);
-    pthread_mutex_lock(&ntp_heap.abandoned_lock);
-    ntp_heap.spans_live--;
-    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
-    ntp_span_release(s);
 }
 
 static ntp_span_t *span_adopt(ntp_theap_t *h, unsigned kind, unsigned cls)
@@ -767,8 +765,28 @@ static void heap_atfork_parent(void)
     pthread_mutex_unlock(&ntp_heap.registry_lock);
 }
 
-/* The child has one thread. Every other heap's thread is gone: abandon their spans so their
- * blocks can be freed and their memory reused, exactly as if those threads had exited. */
+/* In the fork child: a span of a thread that did not survive the fork. */
+static void child_fix_span(ntp_span_t *s, void *me)
+{
+    ntp_theap_t *owner = ntp_load(&s->owner);
+    if (owner == NULL || owner == me || s->shape == NTP_SHAPE_HUGE || s->labels == NULL)
+        return; /* abandoned, ours, one huge block, or a span being set up or torn down */
+    ntp_span_rebuild(s);
+    if (s->used == 0) {
+        span_drop(s);
+        return;
+    }
+    atomic_store_explicit(&s->owner, NULL, memory_order_release);
+    ntp_store(&s->state, NTP_STATE_ABANDONED);
+    abandoned_push(s);
+    ntp_heap.spans_abandoned++;
+}
+
+/* The child has one thread. The other threads vanished wherever they were - possibly in the
+ * middle of a lock-free allocation or free - so their heaps' lists cannot be trusted. Their
+ * heaps are reset and recycled, and every span they owned is rebuilt from its labels (which
+ * are always written first and are the truth) and left for adoption. The segment lists are
+ * consistent: their locks were held across the fork. */
 static void heap_atfork_child(void)
 {
     ntp_meta_atfork(2);
@@ -778,9 +796,27 @@ static void heap_atfork_child(void)
     ntp_theap_t *me = ntp_tls_heap, *h = ntp_heap.live_heaps, *next;
     for (; h != NULL; h = next) {
         next = h->next;
-        if (h != me)
-            heap_retire(h);
+        if (h == me)
+            continue;
+        heap_reset_tables(h);
+        for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+            ntp_store(&h->attn[k], 0);
+        if (h->prev)
+            h->prev->next = h->next;
+        else
+            ntp_heap.live_heaps = h->next;
+        if (h->next)
+            h->next->prev = h->prev;
+        ntp_heap.heaps_live--;
+        h->live = 0;
+        h->prev = NULL;
+        h->next = ntp_heap.dead_heaps;
+        ntp_heap.dead_heaps = h;
     }
+    uint32_t cache = ntp_heap.cfg.segment_cache;
+    ntp_heap.cfg.segment_cache = UINT32_MAX; /* no unmapping while we walk the segments */
+    ntp_segments_foreach_span(child_fix_span, me);
+    ntp_heap.cfg.segment_cache = cache;
 }
 
 /* ---- validation -------------------------------------------------------------------------------- */

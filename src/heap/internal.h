@@ -188,7 +188,7 @@ extern _Atomic int ntp_heap_ready;
 
 /* Size classes (classes.c). Tables are filled by ntp_classes_init before any real span exists;
  * until then the lookup returns class 0 whose empty span sends the caller to the slow path. */
-extern uint8_t ntp_class_of_small[256];      /* index (size + 15) >> 4, size <= NTPOOL_SMALL_MAX */
+extern const uint8_t ntp_class_of_small[256]; /* index (size + 15) >> 4, size <= NTPOOL_SMALL_MAX */
 extern uint8_t ntp_class_of_small_line[256]; /* same for cache-line aligned requests */
 typedef struct ntp_class_info {
     uint32_t size;     /* block size */
@@ -211,6 +211,7 @@ int ntp_commit(unsigned kind, uint64_t bytes, unsigned level);
 void ntp_uncommit(unsigned kind, uint64_t bytes);
 void ntp_kind_purge(unsigned kind, int force);
 void ntp_segments_atfork(int phase); /* 0 prepare, 1 parent, 2 child */
+void ntp_segments_foreach_span(void (*fn)(ntp_span_t *s, void *arg), void *arg);
 
 /* meta.c - zeroed metadata memory, never from the pool itself. */
 void *ntp_meta_alloc(size_t size);
@@ -222,6 +223,7 @@ uint32_t ntp_span_index(const ntp_span_t *s, uintptr_t a);
 int ntp_span_block_of(const ntp_span_t *s, uintptr_t a, uint32_t *idx, uintptr_t *start);
 int ntp_span_extend(ntp_span_t *s, unsigned level);
 uint32_t ntp_span_collect(ntp_span_t *s);
+void ntp_span_rebuild(ntp_span_t *s);
 void ntp_corrupt(ntpool_corruption_t what, uintptr_t a, uintptr_t b);
 ntp_span_t *ntp_span_of(uintptr_t a);
 uint64_t ntp_rand(uint64_t *state);

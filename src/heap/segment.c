@@ -130,7 +130,8 @@ static ntp_segment_t *seg_map(unsigned kind, size_t size, int jumbo)
     return seg;
 }
 
-static void seg_unmap(unsigned kind, ntp_segment_t *seg)
+/* Unmap a segment; 0 on success. On failure it stays ours (mapped, in the list). */
+static int seg_unmap(unsigned kind, ntp_segment_t *seg)
 {
     ntp_kind_t *k = &ntp_heap.kind[kind];
     uintptr_t base = seg_base(seg);
@@ -141,15 +142,16 @@ static void seg_unmap(unsigned kind, ntp_segment_t *seg)
         k->locked_segs--;
     segmap_set(base, size, NTP_SEGMAP_NONE, NTP_SEGMAP_NONE);
     k->segs_unmapped++;
-    if (ntpool_os_release((void *)base, size) != 0) {
-        /* Could not unmap: keep it as ours so the memory is not lost to a wild reuse. */
-        segmap_set(base, size, NTP_SEGMAP_SEG, NTP_SEGMAP_JUMBO);
-        k->segs_unmapped--;
-        if (!seg->jumbo)
-            seg_link(k, seg);
-        if (seg->locked)
-            k->locked_segs++;
-    }
+    if (ntpool_os_release((void *)base, size) == 0)
+        return 0;
+    /* Could not unmap: keep it as ours so the memory is not lost to a wild reuse. */
+    segmap_set(base, size, NTP_SEGMAP_SEG, NTP_SEGMAP_JUMBO);
+    k->segs_unmapped--;
+    if (!seg->jumbo)
+        seg_link(k, seg);
+    if (seg->locked)
+        k->locked_segs++;
+    return -1;
 }
 
 /* Bit i set in the result: slices i..i+n-1 are all set in m. */
@@ -262,10 +264,8 @@ void ntp_kind_purge(unsigned kind, int force)
         ntp_segment_t *next;
         for (ntp_segment_t *seg = k->segs; seg != NULL; seg = next) {
             next = seg->next;
-            if (seg->free_mask == NTP_SEG_ALL_PAYLOAD) {
+            if (seg->free_mask == NTP_SEG_ALL_PAYLOAD && seg_unmap(kind, seg) == 0)
                 k->nempty--;
-                seg_unmap(kind, seg);
-            }
         }
     }
     pthread_mutex_unlock(&k->lock);
@@ -290,12 +290,9 @@ void ntp_span_release(ntp_span_t *s)
             seg->dirty_since_ms = ntpool_os_now_ms();
         seg->dirty_mask |= bits;
     }
-    if (seg->free_mask == NTP_SEG_ALL_PAYLOAD) {
-        if (k->nempty >= ntp_heap.cfg.segment_cache)
-            seg_unmap(kind, seg);
-        else
-            k->nempty++;
-    }
+    if (seg->free_mask == NTP_SEG_ALL_PAYLOAD &&
+        (k->nempty < ntp_heap.cfg.segment_cache || seg_unmap(kind, seg) != 0))
+        k->nempty++; /* kept: the cache has room, or it could not be unmapped */
     purge_locked(kind, 0);
     pthread_mutex_unlock(&k->lock);
 }
@@ -314,6 +311,7 @@ ntp_span_t *ntp_huge_alloc(unsigned kind, size_t size, unsigned level)
         s = ntp_span_carve(kind, (unsigned)nslices);
         if (s == NULL)
             goto fail;
+        s->len = pages_bytes; /* the block ends at its last page, not at its last slice */
     } else {
         size_t total = NTP_ALIGN_UP(NTP_SLICE_SIZE + pages_bytes, NTP_SEG_SIZE);
         pthread_mutex_lock(&k->lock);
@@ -376,4 +374,15 @@ void ntp_segments_atfork(int phase)
         else
             pthread_mutex_init(&ntp_heap.kind[i].lock, NULL);
     }
+}
+
+/* Call fn on every span that starts in a segment of every kind. For the fork child only: no
+ * lock is taken, and fn must not unmap segments (set the segment cache high meanwhile). */
+void ntp_segments_foreach_span(void (*fn)(ntp_span_t *s, void *arg), void *arg)
+{
+    for (unsigned kind = 0; kind < NTPOOL_KINDS; kind++)
+        for (ntp_segment_t *seg = ntp_heap.kind[kind].segs; seg != NULL; seg = seg->next)
+            for (unsigned i = 1; i < NTP_SLICES; i++)
+                if (ntp_load(&seg->slice_span[i]) == &seg->span[i])
+                    fn(&seg->span[i], arg);
 }

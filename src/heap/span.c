@@ -176,3 +176,32 @@ uint32_t ntp_span_collect(ntp_span_t *s)
     }
     return got;
 }
+
+/* Rebuild s's lists and count from its labels, which are the truth: the fork child's view of a
+ * span whose owner vanished in the middle of an allocation or a free. Remote frees not yet
+ * collected become plain free blocks; a block whose allocation was under way stays allocated
+ * (lost, never handed out twice). */
+void ntp_span_rebuild(ntp_span_t *s)
+{
+    uint32_t cap = ntp_load(&s->capacity), used = 0;
+    uintptr_t head = 0;
+    for (uint32_t i = cap; i-- > 0;) {
+        uint32_t lab = ntp_load(&s->labels[i]);
+        if (lab == NTPOOL_LABEL_REMOTE) {
+            ntp_store(&s->labels[i], 0);
+            lab = 0;
+        }
+        if (lab != 0) {
+            used++;
+            continue;
+        }
+        ntp_block_t *b = (ntp_block_t *)block_addr(s, i);
+        b->next = head ^ s->key;
+        head = (uintptr_t)b;
+    }
+    s->free = (ntp_block_t *)head;
+    s->local_free = NULL;
+    s->used = used;
+    ntp_store(&s->xfree, 0);
+    ntp_store(&s->state, 0);
+}

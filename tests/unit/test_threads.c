@@ -1,0 +1,482 @@
+/*
+ * test_threads.c - threads and processes: thread exit hands its heap back (invariant 7),
+ * thread churn does not grow the engine (R13), fork while other threads allocate leaves the
+ * child a working allocator (R12), and ntpool_thread_cleanup folds a live thread's counters.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "heap/heap.h"
+#include "heap/internal.h"
+#include "os/os.h"
+#include "ntp_test.h"
+
+static const POOL_FLAGS kflags[3] = {POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED};
+
+static void assert_valid(const char *when)
+{
+    char why[256] = "";
+    int v = ntpool_validate(why, sizeof why);
+    ck_assert_msg(v == 0, "%s: ntpool_validate found %d violation(s): %s", when, v, why);
+}
+
+static void assert_tag_balanced(ULONG tag, const char *when)
+{
+    ntpool_tag_stat_t st[256];
+    size_t n = ntpool_tag_snapshot(st, 256);
+    const ntpool_tag_stat_t *t = ntp_test_find_tag(st, n < 256 ? n : 256, tag);
+    ck_assert_msg(t != NULL, "%s: tag 0x%08X missing from the snapshot", when, (unsigned)tag);
+    for (int k = 0; k < NTPOOL_POOL_KINDS; k++)
+        ck_assert_msg(t->pool[k].allocs == t->pool[k].frees && t->pool[k].bytes == 0,
+                      "%s: tag 0x%08X pool %d: allocs %llu frees %llu bytes %lld", when,
+                      (unsigned)tag, k, (unsigned long long)t->pool[k].allocs,
+                      (unsigned long long)t->pool[k].frees, (long long)t->pool[k].bytes);
+}
+
+/* ---- thread exit returns cached blocks -------------------------------------------------------- */
+
+enum { EXIT_N = 1000 };
+#define EXIT_LABEL 0x74697845u
+static void *exit_blocks[EXIT_N];
+static int exit_bad;
+
+static void *exit_worker(void *arg)
+{
+    (void)arg;
+    uint64_t rng = 99;
+    for (int i = 0; i < EXIT_N; i++) {
+        size_t n = 16 + (size_t)(ntp_test_rand(&rng) % 2000);
+        ntpool_block_info_t out;
+        exit_blocks[i] = ntpool_heap_alloc(NTPOOL_KIND_NX, n, EXIT_LABEL, 0, NTPOOL_LEVELS - 1, &out);
+        if (exit_blocks[i] == NULL)
+            exit_bad++;
+        else
+            memset(exit_blocks[i], 0x45, n);
+    }
+    for (int i = 0; i < EXIT_N; i += 2) {
+        ntpool_block_info_t info;
+        if (exit_blocks[i] && ntpool_heap_free(exit_blocks[i], EXIT_LABEL, &info) != NTPOOL_HF_OK)
+            exit_bad++;
+        exit_blocks[i] = NULL;
+    }
+    return NULL; /* exits with 500 blocks live */
+}
+
+START_TEST(thread_exit_returns_blocks)
+{
+    ntpool_heap_init();
+    ntpool_heap_stats_t st0, st1, st2;
+    ntpool_heap_stats(&st0);
+    uint64_t c0 = ntpool_heap_committed(NTPOOL_BUDGET_NONPAGED);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, exit_worker, NULL), 0);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(exit_bad, 0);
+    ntpool_heap_stats(&st1);
+    ck_assert_msg(st1.heaps_live == st0.heaps_live, "heaps_live %llu after the thread exited, %llu before",
+                  (unsigned long long)st1.heaps_live, (unsigned long long)st0.heaps_live);
+    ck_assert_uint_eq(st1.heaps_created, st0.heaps_created + 1);
+    ck_assert_msg(st1.spans_abandoned > st0.spans_abandoned, "no span was abandoned at thread exit");
+    /* Every span still alive holds some of the 500 blocks: none is kept for a dead thread. */
+    ck_assert_msg(st1.spans_live - st0.spans_live == st1.spans_abandoned - st0.spans_abandoned,
+                  "%llu spans live after exit but %llu abandoned",
+                  (unsigned long long)(st1.spans_live - st0.spans_live),
+                  (unsigned long long)(st1.spans_abandoned - st0.spans_abandoned));
+    /* The main thread frees the rest: remote frees into abandoned spans. */
+    for (int i = 1; i < EXIT_N; i += 2) {
+        ntpool_block_info_t info;
+        ntpool_hf_t r = ntpool_heap_free(exit_blocks[i], EXIT_LABEL, &info);
+        ck_assert_msg(r == NTPOOL_HF_OK, "free of block %d left by the exited thread = %d", i, (int)r);
+        r = ntpool_heap_lookup(exit_blocks[i], &info);
+        ck_assert_msg(r == NTPOOL_HF_ALREADY_FREE, "block %d after its free: lookup = %d", i, (int)r);
+    }
+    /* Give the main thread a heap of its own so validate has something to check. */
+    ntpool_block_info_t out;
+    void *p = ntpool_heap_alloc(NTPOOL_KIND_NX, 64, EXIT_LABEL, 0, NTPOOL_LEVELS - 1, &out);
+    ck_assert_ptr_nonnull(p);
+    assert_valid("after freeing the exited thread's blocks");
+    ntpool_block_info_t info;
+    ck_assert_int_eq(ntpool_heap_free(p, EXIT_LABEL, &info), NTPOOL_HF_OK);
+    ntpool_trim();
+    ntpool_heap_stats(&st2);
+    /* Nothing is live: the committed bytes are exactly what they were, and so are the spans. */
+    ck_assert_msg(ntpool_heap_committed(NTPOOL_BUDGET_NONPAGED) == c0,
+                  "committed %llu after trim, %llu at the start",
+                  (unsigned long long)ntpool_heap_committed(NTPOOL_BUDGET_NONPAGED),
+                  (unsigned long long)c0);
+    ck_assert_msg(st2.spans_live == st0.spans_live, "%llu spans live after trim, %llu at the start",
+                  (unsigned long long)st2.spans_live, (unsigned long long)st0.spans_live);
+    assert_valid("after trim");
+}
+END_TEST
+
+/* ---- thread churn (R13) ---------------------------------------------------------------------- */
+
+enum { CHURN_THREADS = 200, CHURN_N = 1000, CHURN_HALF = CHURN_N / 2 };
+static const ULONG churn_tags[4] = {'0hCT', '1hCT', '2hCT', '3hCT'};
+
+typedef struct churn_blk {
+    unsigned char *p;
+    size_t n;
+    ULONG tag;
+    unsigned char fill;
+} churn_blk_t;
+
+static churn_blk_t handoff[CHURN_HALF]; /* blocks the previous thread left for the next */
+static int handoff_n;
+
+typedef struct churn_arg {
+    int index;
+    int bad;
+    char why[160];
+} churn_arg_t;
+
+static void *churn_worker(void *argp)
+{
+    churn_arg_t *a = argp;
+    churn_blk_t mine[CHURN_N];
+    uint64_t rng = 1000 + (uint64_t)a->index;
+    for (int i = 0; i < CHURN_N; i++) {
+        uint64_t r = ntp_test_rand(&rng);
+        size_t n = 16 + (size_t)(r % 1009);
+        unsigned k = (unsigned)((r >> 20) % 3);
+        ULONG tag = churn_tags[(r >> 30) % 4];
+        unsigned char *p = ExAllocatePool2(kflags[k], n, tag);
+        if (p == NULL) {
+            a->bad++;
+            snprintf(a->why, sizeof a->why, "allocation of %zu bytes failed", n);
+            return NULL;
+        }
+        mine[i] = (churn_blk_t){p, n, tag, (unsigned char)(a->index + i)};
+        memset(p, mine[i].fill, n);
+    }
+    /* Free what the previous thread handed over (its heap is gone: remote frees). */
+    for (int i = 0; i < handoff_n; i++) {
+        churn_blk_t *b = &handoff[i];
+        if (b->p[0] != b->fill || b->p[b->n - 1] != b->fill) {
+            a->bad++;
+            snprintf(a->why, sizeof a->why, "handed-over block %p lost its contents", (void *)b->p);
+        }
+        ExFreePoolWithTag(b->p, b->tag);
+    }
+    /* Free half of ours, hand the other half on. */
+    handoff_n = 0;
+    for (int i = 0; i < CHURN_N; i++) {
+        if (i & 1) {
+            handoff[handoff_n++] = mine[i];
+        } else {
+            if (mine[i].p[0] != mine[i].fill || mine[i].p[mine[i].n - 1] != mine[i].fill) {
+                a->bad++;
+                snprintf(a->why, sizeof a->why, "own block %p lost its contents", (void *)mine[i].p);
+            }
+            ExFreePoolWithTag(mine[i].p, mine[i].tag);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(thread_churn)
+{
+    ntpool_engine_stats_t st0, st100, st200;
+    ntpool_engine_stats(&st0);
+    for (int i = 0; i < CHURN_THREADS; i++) {
+        churn_arg_t a = {.index = i};
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, churn_worker, &a), 0);
+        pthread_join(t, NULL);
+        ck_assert_msg(a.bad == 0, "thread %d: %s", i, a.why);
+        if (i == CHURN_THREADS / 2 - 1)
+            ntpool_engine_stats(&st100);
+    }
+    ntpool_engine_stats(&st200);
+    /* The last thread's half goes back from the main thread. */
+    for (int i = 0; i < handoff_n; i++)
+        ExFreePoolWithTag(handoff[i].p, handoff[i].tag);
+    handoff_n = 0;
+    for (int i = 0; i < 4; i++)
+        assert_tag_balanced(churn_tags[i], "after the churn");
+    ntpool_engine_stats_t st;
+    ntpool_engine_stats(&st);
+    ck_assert_msg(st.heaps_live == st0.heaps_live, "heaps_live %llu, %llu at the start",
+                  (unsigned long long)st.heaps_live, (unsigned long long)st0.heaps_live);
+    ck_assert_uint_eq(st.heaps_created, st0.heaps_created + CHURN_THREADS);
+    /* The engine does not grow with the number of threads. */
+    ck_assert_msg(st200.spans_live <= st100.spans_live + 16,
+                  "spans live: %llu after 100 threads, %llu after 200",
+                  (unsigned long long)st100.spans_live, (unsigned long long)st200.spans_live);
+    ck_assert_msg(st200.segments <= st100.segments + 1,
+                  "segments: %llu after 100 threads, %llu after 200",
+                  (unsigned long long)st100.segments, (unsigned long long)st200.segments);
+    ck_assert_msg(st200.bytes_reserved <= st100.bytes_reserved + (4u << 20),
+                  "reserved: %llu after 100 threads, %llu after 200",
+                  (unsigned long long)st100.bytes_reserved, (unsigned long long)st200.bytes_reserved);
+}
+END_TEST
+
+/* ---- fork while threads allocate (R12) ----------------------------------------------------------------- */
+
+enum { FORK_WORKERS = 4, FORKS = 50 };
+static _Atomic int fork_stop, fork_worker_bad;
+
+static void *fork_worker(void *arg)
+{
+    uint64_t rng = 7 + (uint64_t)(intptr_t)arg;
+    enum { W = 256 };
+    void *live[W] = {NULL};
+    size_t sz[W] = {0};
+    ULONG tag = 'krFT';
+    while (!atomic_load(&fork_stop)) {
+        uint64_t r = ntp_test_rand(&rng);
+        unsigned i = (unsigned)(r % W);
+        if (live[i]) {
+            const unsigned char *c = live[i];
+            for (size_t j = 0; j < sz[i] && j < 64; j++)
+                if (c[j] != 0x46) {
+                    atomic_fetch_add(&fork_worker_bad, 1);
+                    break;
+                }
+            ExFreePoolWithTag(live[i], tag);
+            live[i] = NULL;
+        } else {
+            size_t n = (r >> 16) % 8 == 0 ? 4065 + (size_t)((r >> 24) % 100000) : 16 + (size_t)((r >> 24) % 2000);
+            live[i] = ExAllocatePool2(kflags[(r >> 40) % 3], n, tag);
+            if (live[i])
+                memset(live[i], 0x46, n < 64 ? n : 64);
+            sz[i] = n;
+        }
+    }
+    for (unsigned i = 0; i < W; i++)
+        if (live[i])
+            ExFreePoolWithTag(live[i], tag);
+    return NULL;
+}
+
+/* Child: allocate and free 1000 blocks, validate, within 2 s. Exit codes say what failed. */
+static NTP_NORETURN void fork_child(int round)
+{
+    alarm(2); /* a deadlock on a lock inherited from the parent = SIGALRM */
+    static void *b[1000];
+    uint64_t rng = 31 + (uint64_t)round;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t r = ntp_test_rand(&rng);
+        size_t n = (r % 16 == 0) ? 4065 + (size_t)((r >> 8) % 70000) : 16 + (size_t)((r >> 8) % 2000);
+        b[i] = ExAllocatePool2(kflags[(r >> 40) % 3], n, 'dlCT');
+        if (b[i] == NULL)
+            _exit(10);
+        memset(b[i], 0x43, n < 128 ? n : 128);
+    }
+    for (int i = 0; i < 1000; i++)
+        ExFreePoolWithTag(b[i], 'dlCT');
+    char why[200] = "";
+    if (ntpool_validate(why, sizeof why) != 0) {
+        char line[300];
+        int len = snprintf(line, sizeof line, "fork child %d: ntpool_validate: %s\n", round, why);
+        if (write(2, line, (size_t)len) < 0)
+            _exit(11);
+        _exit(11);
+    }
+    ntpool_tag_stat_t st[64];
+    size_t nt = ntpool_tag_snapshot(st, 64);
+    const ntpool_tag_stat_t *t = ntp_test_find_tag(st, nt < 64 ? nt : 64, 'dlCT');
+    if (t == NULL)
+        _exit(12);
+    for (int k = 0; k < 3; k++)
+        if (t->pool[k].allocs != t->pool[k].frees || t->pool[k].bytes != 0)
+            _exit(13);
+    ntpool_trim();
+    _exit(0);
+}
+
+/* Wait for a child. Its alarm(2) cannot fire while it is still inside fork (an atfork child
+ * handler that deadlocks runs before the child's first statement), so the parent kills a child
+ * that has not exited long after its own 2-second guard (10 s), and reports it as a deadlock. */
+static int wait_child(pid_t pid)
+{
+    int status = 0;
+    for (long waited_ms = 0;; waited_ms++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (waited_ms == 10000) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            return status;
+        }
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
+START_TEST(fork_while_threads_allocate)
+{
+    /* The main thread has a heap of its own before forking, too. */
+    void *mine = ExAllocatePool2(POOL_FLAG_NON_PAGED, 100, 'niaM');
+    ck_assert_ptr_nonnull(mine);
+    pthread_t t[FORK_WORKERS];
+    for (int i = 0; i < FORK_WORKERS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, fork_worker, (void *)(intptr_t)i), 0);
+    int bad = 0;
+    char report[512] = "";
+    for (int round = 0; round < FORKS; round++) {
+        /* Let the workers get going between forks. */
+        for (int j = 0; j < 50; j++) {
+            void *p = ExAllocatePool2(POOL_FLAG_PAGED, 16 + (size_t)j * 40, 'niaM');
+            ck_assert_ptr_nonnull(p);
+            ExFreePoolWithTag(p, 'niaM');
+        }
+        fflush(NULL);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0)
+            fork_child(round);
+        int status = wait_child(pid);
+        if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
+            /* A deadlock in fork itself: every further child would hang as long. */
+            snprintf(report, sizeof report, "\n  fork %d: no exit in 10 s (deadlock before the "
+                     "child's alarm was set, e.g. in an atfork handler)", round);
+            bad++;
+            break;
+        }
+        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+            if (bad++ < 4) {
+                size_t used = strlen(report);
+                snprintf(report + used, sizeof report - used, "\n  fork %d: %s %d%s", round,
+                         WIFEXITED(status) ? "exit" : "signal",
+                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+                         WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM ? " (deadlock: no exit in 2 s)"
+                         : WIFEXITED(status) && WEXITSTATUS(status) == 10 ? " (allocation failed)"
+                         : WIFEXITED(status) && WEXITSTATUS(status) == 11 ? " (validate failed)"
+                         : WIFEXITED(status) && WEXITSTATUS(status) >= 12 ? " (tag counters)"
+                                                                          : "");
+            }
+        }
+    }
+    atomic_store(&fork_stop, 1);
+    for (int i = 0; i < FORK_WORKERS; i++)
+        pthread_join(t[i], NULL);
+    ExFreePoolWithTag(mine, 'niaM');
+    ck_assert_msg(bad == 0, "%d of %d children failed:%s", bad, FORKS, report);
+    ck_assert_msg(atomic_load(&fork_worker_bad) == 0, "%d blocks of the parent's threads lost their contents",
+                  atomic_load(&fork_worker_bad));
+    assert_valid("parent after the forks");
+    assert_tag_balanced('krFT', "parent after the forks");
+}
+END_TEST
+
+/* ---- ntpool_thread_cleanup from a live thread ---------------------------------------------------------- */
+
+#define CLEAN_TAG 'nlCT'
+static pthread_barrier_t clean_bar;
+static void *clean_blocks[100];
+static int clean_bad;
+
+static void *cleanup_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 100; i++) {
+        clean_blocks[i] = ExAllocatePool2(i % 3 == 2 ? POOL_FLAG_PAGED : POOL_FLAG_NON_PAGED,
+                                          16 + (size_t)i * 53, CLEAN_TAG);
+        if (clean_blocks[i] == NULL)
+            clean_bad++;
+    }
+    for (int i = 0; i < 30; i++) {
+        ExFreePoolWithTag(clean_blocks[i], CLEAN_TAG);
+        clean_blocks[i] = NULL;
+    }
+    pthread_barrier_wait(&clean_bar); /* 1: main takes the first snapshot */
+    pthread_barrier_wait(&clean_bar); /* 2 */
+    ntpool_thread_cleanup();
+    pthread_barrier_wait(&clean_bar); /* 3: main takes the second snapshot */
+    pthread_barrier_wait(&clean_bar); /* 4 */
+    /* The thread goes on: frees its old blocks and allocates anew. */
+    for (int i = 30; i < 100; i++) {
+        ExFreePoolWithTag(clean_blocks[i], CLEAN_TAG);
+        clean_blocks[i] = NULL;
+    }
+    for (int i = 0; i < 10; i++) {
+        void *p = ExAllocatePool2(POOL_FLAG_NON_PAGED, 100, CLEAN_TAG);
+        if (p == NULL)
+            clean_bad++;
+        else
+            ExFreePoolWithTag(p, CLEAN_TAG);
+    }
+    if (ntpool_validate(NULL, 0) != 0)
+        clean_bad++;
+    pthread_barrier_wait(&clean_bar); /* 5: main takes the third snapshot while we live */
+    pthread_barrier_wait(&clean_bar); /* 6 */
+    return NULL;
+}
+
+static ntpool_tag_stat_t clean_snapshot(void)
+{
+    ntpool_tag_stat_t st[256];
+    size_t n = ntpool_tag_snapshot(st, 256);
+    const ntpool_tag_stat_t *t = ntp_test_find_tag(st, n < 256 ? n : 256, CLEAN_TAG);
+    ck_assert_ptr_nonnull(t);
+    return *t;
+}
+
+START_TEST(thread_cleanup_folds_counters)
+{
+    pthread_barrier_init(&clean_bar, NULL, 2);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, cleanup_worker, NULL), 0);
+    pthread_barrier_wait(&clean_bar); /* 1 */
+    ck_assert_int_eq(clean_bad, 0);
+    ntpool_tag_stat_t s1 = clean_snapshot();
+    ntpool_engine_stats_t e1, e2;
+    ntpool_engine_stats(&e1);
+    ck_assert_uint_eq(s1.pool[NTPOOL_POOL_NONPAGED_NX].allocs + s1.pool[NTPOOL_POOL_PAGED].allocs, 100);
+    ck_assert_uint_eq(s1.pool[NTPOOL_POOL_NONPAGED_NX].frees + s1.pool[NTPOOL_POOL_PAGED].frees, 30);
+    pthread_barrier_wait(&clean_bar); /* 2 */
+    pthread_barrier_wait(&clean_bar); /* 3 */
+    ntpool_tag_stat_t s2 = clean_snapshot();
+    ntpool_engine_stats(&e2);
+    for (int k = 0; k < NTPOOL_POOL_KINDS; k++)
+        ck_assert_msg(s1.pool[k].allocs == s2.pool[k].allocs && s1.pool[k].frees == s2.pool[k].frees &&
+                          s1.pool[k].bytes == s2.pool[k].bytes,
+                      "pool %d: before cleanup %llu/%llu/%lld, after %llu/%llu/%lld", k,
+                      (unsigned long long)s1.pool[k].allocs, (unsigned long long)s1.pool[k].frees,
+                      (long long)s1.pool[k].bytes, (unsigned long long)s2.pool[k].allocs,
+                      (unsigned long long)s2.pool[k].frees, (long long)s2.pool[k].bytes);
+    /* The thread's heap was given up as at exit. */
+    ck_assert_uint_eq(e2.heaps_live + 1, e1.heaps_live);
+    ck_assert_uint_gt(e2.spans_abandoned, e1.spans_abandoned);
+    pthread_barrier_wait(&clean_bar); /* 4 */
+    pthread_barrier_wait(&clean_bar); /* 5 */
+    ck_assert_int_eq(clean_bad, 0);
+    ntpool_tag_stat_t s3 = clean_snapshot();
+    ck_assert_uint_eq(s3.pool[NTPOOL_POOL_NONPAGED_NX].allocs + s3.pool[NTPOOL_POOL_PAGED].allocs, 110);
+    assert_tag_balanced(CLEAN_TAG, "after the live thread freed everything");
+    pthread_barrier_wait(&clean_bar); /* 6 */
+    pthread_join(t, NULL);
+    /* Exit folds it again; nothing is counted twice. */
+    ntpool_tag_stat_t s4 = clean_snapshot();
+    for (int k = 0; k < NTPOOL_POOL_KINDS; k++)
+        ck_assert_msg(s3.pool[k].allocs == s4.pool[k].allocs && s3.pool[k].frees == s4.pool[k].frees &&
+                          s3.pool[k].bytes == s4.pool[k].bytes,
+                      "pool %d changed at thread exit: %llu/%llu -> %llu/%llu", k,
+                      (unsigned long long)s3.pool[k].allocs, (unsigned long long)s3.pool[k].frees,
+                      (unsigned long long)s4.pool[k].allocs, (unsigned long long)s4.pool[k].frees);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("threads");
+    NTP_CASE(s, "thread_exit", thread_exit_returns_blocks);
+    NTP_CASE(s, "churn", thread_churn);
+    NTP_CASE(s, "fork", fork_while_threads_allocate);
+    NTP_CASE(s, "thread_cleanup", thread_cleanup_folds_counters);
+    return ntp_test_main(s);
+}
