@@ -230,10 +230,9 @@ static void heap_abandon_all(ntp_theap_t *h)
     }
 }
 
-static void heap_retire(ntp_theap_t *h)
+/* Move h from the live heaps to the dead ones, for reuse by a new thread (registry lock held). */
+static void heap_unregister_locked(ntp_theap_t *h)
 {
-    heap_abandon_all(h);
-    pthread_mutex_lock(&ntp_heap.registry_lock);
     if (h->live) {
         if (h->prev)
             h->prev->next = h->next;
@@ -247,6 +246,13 @@ static void heap_retire(ntp_theap_t *h)
     h->next = ntp_heap.dead_heaps;
     h->prev = NULL;
     ntp_heap.dead_heaps = h;
+}
+
+static void heap_retire(ntp_theap_t *h)
+{
+    heap_abandon_all(h);
+    pthread_mutex_lock(&ntp_heap.registry_lock);
+    heap_unregister_locked(h);
     pthread_mutex_unlock(&ntp_heap.registry_lock);
 }
 
@@ -649,71 +655,77 @@ uint64_t ntpool_heap_peak(ntpool_budget_t b)
     return ntp_load(&ntp_heap.budget[b].peak);
 }
 
+/* Release the calling thread's empty spans, current ones included. */
+static void trim_own(ntp_theap_t *h)
+{
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        heap_drain_attention(h, k);
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        for (unsigned c = 0; c < NTP_CLASSES; c++) {
+            ntp_span_t *s = h->cur[k][c], *next;
+            if (s != &ntp_empty_span) {
+                ntp_span_collect(s);
+                if (s->used == 0) {
+                    h->cur[k][c] = &ntp_empty_span;
+                    span_drop(s);
+                }
+            }
+            for (s = h->avail[k][c].head; s != NULL; s = next) {
+                next = s->next;
+                ntp_span_collect(s);
+                if (s->used == 0) {
+                    list_remove(&h->avail[k][c], s);
+                    span_drop(s);
+                }
+            }
+        }
+}
+
+/* Release abandoned spans of (kind, cls) whose blocks have all come back by remote frees. */
+static void reap_abandoned(ntp_theap_t *h, unsigned kind, unsigned cls)
+{
+    ntp_span_t *empty = NULL, *next;
+    pthread_mutex_lock(&ntp_heap.abandoned_lock);
+    for (ntp_span_t *s = ntp_heap.abandoned[kind][cls].head; s != NULL; s = next) {
+        next = s->next;
+        /* Nobody owns it: every block out either is still out or waits on xfree. */
+        uint32_t pending = 0;
+        for (uintptr_t x = ntp_load(&s->xfree) & ~NTP_XFREE_ATTN; x != 0 && pending <= s->used;
+             x = ((ntp_block_t *)x)->next ^ s->key)
+            pending++;
+        if (pending == s->used) {
+            abandoned_remove(s);
+            s->next = empty;
+            empty = s;
+        }
+    }
+    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+    while (empty) {
+        ntp_span_t *s = empty;
+        empty = s->next;
+        atomic_store(&s->owner, h == &ntp_empty_heap ? NULL : h);
+        ntp_span_collect(s);
+        if (s->used == 0) {
+            span_drop(s);
+        } else { /* a remote free arrived meanwhile: leave it for adoption */
+            atomic_store(&s->owner, NULL);
+            pthread_mutex_lock(&ntp_heap.abandoned_lock);
+            abandoned_push(s);
+            pthread_mutex_unlock(&ntp_heap.abandoned_lock);
+        }
+    }
+}
+
 void ntpool_heap_trim(void)
 {
     if (!atomic_load_explicit(&ntp_heap_ready, memory_order_acquire))
         return;
     ntp_theap_t *h = ntp_tls_heap;
-    if (h != &ntp_empty_heap) {
-        for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-            heap_drain_attention(h, k);
-        /* Release this thread's empty spans, current ones included. */
-        for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-            for (unsigned c = 0; c < NTP_CLASSES; c++) {
-                ntp_span_t *s = h->cur[k][c];
-                if (s != &ntp_empty_span) {
-                    ntp_span_collect(s);
-                    if (s->used == 0) {
-                        h->cur[k][c] = &ntp_empty_span;
-                        span_drop(s);
-                    }
-                }
-                ntp_span_t *next;
-                for (s = h->avail[k][c].head; s != NULL; s = next) {
-                    next = s->next;
-                    ntp_span_collect(s);
-                    if (s->used == 0) {
-                        list_remove(&h->avail[k][c], s);
-                        span_drop(s);
-                    }
-                }
-            }
-    }
-    /* Abandoned spans whose blocks all came back: release them. */
+    if (h != &ntp_empty_heap)
+        trim_own(h);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-        for (unsigned c = 0; c < NTP_CLASSES; c++) {
-            ntp_span_t *empty = NULL;
-            pthread_mutex_lock(&ntp_heap.abandoned_lock);
-            ntp_span_t *next;
-            for (ntp_span_t *s = ntp_heap.abandoned[k][c].head; s != NULL; s = next) {
-                next = s->next;
-                /* Remote frees only push; the count of blocks out is used minus the pushes. */
-                uint32_t pending = 0;
-                for (uintptr_t x = ntp_load(&s->xfree) & ~NTP_XFREE_ATTN; x != 0 && pending <= s->used;
-                     x = ((ntp_block_t *)x)->next ^ s->key)
-                    pending++;
-                if (pending == s->used) {
-                    abandoned_remove(s);
-                    s->next = empty;
-                    empty = s;
-                }
-            }
-            pthread_mutex_unlock(&ntp_heap.abandoned_lock);
-            while (empty) {
-                ntp_span_t *s = empty;
-                empty = s->next;
-                atomic_store(&s->owner, h == &ntp_empty_heap ? NULL : h);
-                ntp_span_collect(s);
-                if (s->used == 0) {
-                    span_drop(s);
-                } else {
-                    atomic_store(&s->owner, NULL);
-                    pthread_mutex_lock(&ntp_heap.abandoned_lock);
-                    abandoned_push(s);
-                    pthread_mutex_unlock(&ntp_heap.abandoned_lock);
-                }
-            }
-        }
+        for (unsigned c = 0; c < NTP_CLASSES; c++)
+            reap_abandoned(h, k, c);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         ntp_kind_purge(k, 1);
 }
@@ -801,17 +813,7 @@ static void heap_atfork_child(void)
         heap_reset_tables(h);
         for (unsigned k = 0; k < NTPOOL_KINDS; k++)
             ntp_store(&h->attn[k], 0);
-        if (h->prev)
-            h->prev->next = h->next;
-        else
-            ntp_heap.live_heaps = h->next;
-        if (h->next)
-            h->next->prev = h->prev;
-        ntp_heap.heaps_live--;
-        h->live = 0;
-        h->prev = NULL;
-        h->next = ntp_heap.dead_heaps;
-        ntp_heap.dead_heaps = h;
+        heap_unregister_locked(h); /* the lock is fresh and ours alone in the child */
     }
     uint32_t cache = ntp_heap.cfg.segment_cache;
     ntp_heap.cfg.segment_cache = UINT32_MAX; /* no unmapping while we walk the segments */

@@ -117,7 +117,7 @@ typedef struct ntp_segment {
     uint32_t magic;
     uint8_t kind;
     uint8_t jumbo;  /* one huge block larger than a segment */
-    uint8_t locked; /* mlock2(MLOCK_ONFAULT) succeeded */
+    uint8_t locked; /* locked in memory (MLOCK_ONFAULT) */
     size_t size;    /* bytes mapped */
     uint64_t free_mask;  /* payload slices in no span */
     uint64_t dirty_mask; /* free slices whose pages may be resident */

@@ -105,35 +105,9 @@ static void put_where(ntp_buf_t *b, const void *addr)
     }
 }
 
-static void format(ntp_buf_t *b, uint32_t code, const uintptr_t p[4], const ntp_bc_info_t *in)
+/* The lines after the first: what the caller told us about the block and the call. */
+static void format_details(ntp_buf_t *b, const ntp_bc_info_t *in)
 {
-    ntp_buf_str(b, "*** STOP: ");
-    ntp_buf_hex(b, code, 8, 1, 1);
-    ntp_buf_str(b, " (");
-    for (int i = 0; i < 4; i++) {
-        if (i)
-            ntp_buf_chr(b, ',');
-        ntp_buf_hex(b, p[i], 16, 1, 1);
-    }
-    ntp_buf_str(b, ") ");
-    const char *name = ntp_bugcheck_name(code);
-    ntp_buf_str(b, name ? name : "UNKNOWN_BUGCHECK_CODE");
-    ntp_buf_chr(b, '\n');
-    int seli = ntp_bugcheck_selector(code);
-    uint64_t sel = seli == 4 ? p[3] : p[0];
-    const char *m = ntp_bugcheck_meaning(code, seli ? sel : UINT64_MAX);
-    if (m) {
-        ntp_buf_str(b, "    Meaning: ");
-        if (seli) {
-            ntp_buf_chr(b, 'P');
-            ntp_buf_chr(b, (char)('0' + seli));
-            ntp_buf_chr(b, '=');
-            ntp_buf_hex(b, sel, 0, 1, 1);
-            ntp_buf_str(b, ": ");
-        }
-        ntp_buf_str(b, m);
-        ntp_buf_chr(b, '\n');
-    }
     if (in && in->tag) {
         ntp_buf_str(b, "    Tag:     ");
         put_tag(b, in->tag);
@@ -168,6 +142,39 @@ static void format(ntp_buf_t *b, uint32_t code, const uintptr_t p[4], const ntp_
     ntp_buf_str(b, ", thread ");
     ntp_buf_udec(b, (uint64_t)syscall(SYS_gettid));
     ntp_buf_chr(b, '\n');
+}
+
+/* First line exactly as Windows prints it; then what P1 (or P4) means. */
+static void format(ntp_buf_t *b, uint32_t code, const uintptr_t p[4], const ntp_bc_info_t *in)
+{
+    ntp_buf_str(b, "*** STOP: ");
+    ntp_buf_hex(b, code, 8, 1, 1);
+    ntp_buf_str(b, " (");
+    for (int i = 0; i < 4; i++) {
+        if (i)
+            ntp_buf_chr(b, ',');
+        ntp_buf_hex(b, p[i], 16, 1, 1);
+    }
+    ntp_buf_str(b, ") ");
+    const char *name = ntp_bugcheck_name(code);
+    ntp_buf_str(b, name ? name : "UNKNOWN_BUGCHECK_CODE");
+    ntp_buf_chr(b, '\n');
+    int seli = ntp_bugcheck_selector(code);
+    uint64_t sel = seli == 4 ? p[3] : p[0];
+    const char *m = ntp_bugcheck_meaning(code, seli ? sel : UINT64_MAX);
+    if (m) {
+        ntp_buf_str(b, "    Meaning: ");
+        if (seli) {
+            ntp_buf_chr(b, 'P');
+            ntp_buf_chr(b, (char)('0' + seli));
+            ntp_buf_chr(b, '=');
+            ntp_buf_hex(b, sel, 0, 1, 1);
+            ntp_buf_str(b, ": ");
+        }
+        ntp_buf_str(b, m);
+        ntp_buf_chr(b, '\n');
+    }
+    format_details(b, in);
 }
 
 static void append_log(const char *text, size_t n)
