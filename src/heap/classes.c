@@ -36,7 +36,6 @@ const uint8_t ntp_class_of_small[256] = {
      38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,
      38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38, 255,
 };
-uint8_t ntp_class_of_small_line[256];
 ntp_class_info_t ntp_classes[NTP_CLASSES];
 
 static const uint16_t page_fitted[] = {576, 672, 816, 1024, 1360, 2048, NTPOOL_SMALL_MAX};
@@ -72,26 +71,30 @@ void ntp_classes_init(void)
         ci->reserved = (uint16_t)((8 * NTP_SLICE_SIZE / NTP_PAGE_SIZE) / p);
         ci->ext = (uint8_t)NTP_MAX(1u, 16u / p);
     }
-    size_t line = ntpool_os_cache_line();
-    for (unsigned i = 0; i < 256; i++) {
-        size_t sz = (size_t)i * 16;
-        unsigned lcls = NTP_CLASS_NONE;
-        for (unsigned k = 0; k < NTP_SMALL_CLASSES && lcls == NTP_CLASS_NONE; k++)
-            if (ntp_classes[k].size >= sz && ntp_classes[k].size % line == 0)
-                lcls = k;
-        ntp_class_of_small_line[i] = (uint8_t)(sz <= NTPOOL_SMALL_MAX ? lcls : NTP_CLASS_NONE);
-    }
+}
+
+/* The block alignment a request asks for (16 = none beyond the default). */
+static size_t align_of(unsigned flags)
+{
+    size_t a = (size_t)1 << NTPOOL_HA_ALIGN_LOG2(flags);
+    if ((flags & NTPOOL_HA_LINE) && ntpool_os_cache_line() > a)
+        a = ntpool_os_cache_line();
+    return a < 16 ? 16 : a;
 }
 
 unsigned ntp_class_for(size_t size, unsigned flags)
 {
+    size_t align = flags ? align_of(flags) : 16;
+    if (align > NTP_PAGE_SIZE)
+        return NTP_CLASS_HUGE; /* spans start on a slice: aligned up to 64 KiB */
     if (size <= NTPOOL_SMALL_MAX) {
-        unsigned c = (flags & NTPOOL_HA_LINE) ? ntp_class_of_small_line[(size + 15) >> 4]
-                                              : ntp_class_of_small[(size + 15) >> 4];
-        if (c != NTP_CLASS_NONE)
-            return c;
-        /* A cache-aligned request with no small class: whole pages are aligned enough. */
-        return NTP_SMALL_CLASSES;
+        unsigned c = ntp_class_of_small[(size + 15) >> 4];
+        /* Every block of a class whose size is a multiple of the alignment is aligned:
+         * blocks are laid out from each page's start. */
+        for (; c < NTP_SMALL_CLASSES; c++)
+            if (ntp_classes[c].size % align == 0)
+                return c;
+        return NTP_SMALL_CLASSES; /* no such small class: a page is aligned enough */
     }
     if (size <= NTP_BIG_MAX)
         return NTP_SMALL_CLASSES + (unsigned)((size + NTP_PAGE_SIZE - 1) >> NTP_PAGE_SHIFT) - 1;

@@ -97,7 +97,7 @@ static void heap_init_once(void)
     int expected = 0;
     if (atomic_compare_exchange_strong(&cfg_set, &expected, 1)) {
         ntp_heap.cfg.purge_delay_ms = 100;
-        ntp_heap.cfg.lock_nonpaged = -1;
+        ntp_heap.cfg.lock_nonpaged = 0;
         ntp_heap.cfg.segment_cache = 1;
     }
     ntp_classes_init();
@@ -462,7 +462,8 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
                         unsigned level, ntpool_block_info_t *out)
 {
     ntpool_heap_init();
-    if (size > NTPOOL_SIZE_MAX || (unsigned)kind >= NTPOOL_KINDS)
+    if (size > NTPOOL_SIZE_MAX || (unsigned)kind >= NTPOOL_KINDS ||
+        NTPOOL_HA_ALIGN_LOG2(flags) > NTPOOL_ALIGN_MAX_LOG2)
         return NULL;
     if (level >= NTPOOL_LEVELS)
         level = NTPOOL_LEVELS - 1;

@@ -42,6 +42,11 @@ static inline ntpool_budget_t ntpool_budget_of(ntpool_kind_t kind)
 
 /* Allocation flags. */
 #define NTPOOL_HA_LINE 0x1u /* cache-line aligned */
+/* Aligned to 1 << l bytes (l <= NTPOOL_ALIGN_MAX_LOG2): small blocks come from a class whose
+ * size is a multiple of the alignment, up to a page whole pages, beyond a span of their own. */
+#define NTPOOL_HA_ALIGN(l) ((unsigned)(l) << 8)
+#define NTPOOL_HA_ALIGN_LOG2(f) (((f) >> 8) & 0xFFu)
+#define NTPOOL_ALIGN_MAX_LOG2 16 /* 64 KiB: spans start on 64 KiB slices */
 
 /* Largest small block; larger requests get whole pages, page aligned. */
 #define NTPOOL_SMALL_MAX 4064u

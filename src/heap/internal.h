@@ -189,7 +189,6 @@ extern _Atomic int ntp_heap_ready;
 /* Size classes (classes.c). Tables are filled by ntp_classes_init before any real span exists;
  * until then the lookup returns class 0 whose empty span sends the caller to the slow path. */
 extern const uint8_t ntp_class_of_small[256]; /* index (size + 15) >> 4, size <= NTPOOL_SMALL_MAX */
-extern uint8_t ntp_class_of_small_line[256]; /* same for cache-line aligned requests */
 typedef struct ntp_class_info {
     uint32_t size;     /* block size */
     uint64_t magic;    /* floor(2^32 / d) + 1: x / d == (x * magic) >> 32 for our x ranges */
@@ -200,7 +199,7 @@ typedef struct ntp_class_info {
 } ntp_class_info_t;
 extern ntp_class_info_t ntp_classes[NTP_CLASSES];
 void ntp_classes_init(void);
-unsigned ntp_class_for(size_t size, unsigned flags); /* NTP_CLASS_HUGE for > 64 KiB */
+unsigned ntp_class_for(size_t size, unsigned flags); /* NTP_CLASS_HUGE: > 64 KiB, or aligned > page */
 
 /* segment.c */
 ntp_span_t *ntp_span_carve(unsigned kind, unsigned nslices);

@@ -720,12 +720,38 @@ START_TEST(class_table_matches_classes)
 }
 END_TEST
 
+/* Aligned requests (the malloc shim's posix_memalign): every alignment up to 64 KiB, any size;
+ * beyond 64 KiB the engine refuses. */
+START_TEST(aligned_allocations)
+{
+    static const size_t sizes[] = {1, 17, 100, 1000, 3000, 4064, 5000, 70000, 300000};
+    for (unsigned l = 4; l <= NTPOOL_ALIGN_MAX_LOG2; l++)
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            ntpool_block_info_t bi;
+            void *p = ntpool_heap_alloc(NTPOOL_KIND_NX, sizes[i], 0x41474C41u, NTPOOL_HA_ALIGN(l), 2, &bi);
+            ck_assert_ptr_nonnull(p);
+            ck_assert_msg(((uintptr_t)p & (((uintptr_t)1 << l) - 1)) == 0, "%zu bytes at 2^%u: %p", sizes[i], l, p);
+            ck_assert_uint_ge(bi.size, sizes[i]);
+            memset(p, 0x5A, sizes[i]);
+            ntpool_block_info_t li;
+            ck_assert_int_eq(ntpool_heap_lookup(p, &li), NTPOOL_HF_OK);
+            ck_assert_uint_eq(li.size, bi.size);
+            ck_assert_int_eq(ntpool_heap_free(p, 0x41474C41u, &li), NTPOOL_HF_OK);
+        }
+    ntpool_block_info_t bi;
+    ck_assert_ptr_null(ntpool_heap_alloc(NTPOOL_KIND_NX, 100, 0x41474C41u, NTPOOL_HA_ALIGN(17), 2, &bi));
+    char why[160];
+    ck_assert_msg(ntpool_heap_validate(why, sizeof why) == 0, "%s", why);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--lazy-child") == 0)
         return lazy_child();
     Suite *s = suite_create("engine");
     NTP_CASE(s, "class_table", class_table_matches_classes);
+    NTP_CASE(s, "aligned", aligned_allocations);
     NTP_CASE(s, "lookup", lookup_from_address);
     NTP_CASE(s, "lookup_past_end", lookup_past_block_end);
     NTP_CASE(s, "overrun_cannot_forge", overrun_cannot_forge);
