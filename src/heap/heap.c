@@ -637,6 +637,7 @@ void ntpool_heap_set_limits(ntpool_budget_t b, const uint64_t limit[NTPOOL_LEVEL
 {
     for (unsigned l = 0; l < NTPOOL_LEVELS; l++)
         ntp_store(&ntp_heap.budget[b].limit[l], limit[l] ? limit[l] : UINT64_MAX);
+    ntp_refresh_closed(b);
 }
 
 void ntpool_heap_get_limits(ntpool_budget_t b, uint64_t limit[NTPOOL_LEVELS])

@@ -107,8 +107,12 @@ void ntpool_heap_set_limits(ntpool_budget_t b, const uint64_t limit[NTPOOL_LEVEL
 void ntpool_heap_get_limits(ntpool_budget_t b, uint64_t limit[NTPOOL_LEVELS]);
 uint64_t ntpool_heap_committed(ntpool_budget_t b);
 uint64_t ntpool_heap_peak(ntpool_budget_t b);
-/* Committed bytes as the inline gate reads them (one relaxed load, no call). */
+/* Committed bytes per budget. */
 extern _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS];
+/* Per kind, bit L set while its budget's committed bytes have reached limit[L]: requests at
+ * level L are refused outright. Refreshed wherever committed bytes change (slow paths only), so
+ * the fast path's admission is one byte test. */
+extern _Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS];
 
 /* Return the calling thread's cached spans and empty memory to the OS now. */
 void ntpool_heap_trim(void);

@@ -28,8 +28,15 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
     ntp_theap_t *h = ntp_tls_heap;
     ntp_span_t *s = h->cur[kind][cls];
     ntp_block_t *b = s->free;
-    if (ntp_unlikely(b == NULL))
-        return NULL;
+    if (ntp_unlikely(b == NULL)) {
+        /* The blocks the owner freed become the ones to hand out: no call for that. */
+        b = s->local_free;
+        if (b == NULL)
+            return NULL;
+        s->free = b; /* so that a damaged head is still found (and reported) by the slow path */
+        s->local_free = NULL;
+        ntp_store(&s->state, (uint8_t)(ntp_load(&s->state) & ~NTP_STATE_FRESH));
+    }
     uintptr_t nx = b->next ^ s->key;
     if (ntp_unlikely(nx - s->base >= s->len) && nx != 0)
         return NULL; /* damaged list: the slow path reports it */

@@ -153,6 +153,7 @@ typedef struct ntp_kind {
     ntp_segment_t *segs;
     uint32_t nsegs, nempty;
     uint64_t last_purge_ms;
+    uint64_t dirty_slices; /* free slices holding resident pages, all segments */
     /* stats (under lock) */
     uint64_t segs_mapped, segs_unmapped, bytes_purged, huge_live, locked_segs;
 } ntp_kind_t;
@@ -207,6 +208,7 @@ void ntp_span_release(ntp_span_t *s);
 ntp_span_t *ntp_huge_alloc(unsigned kind, size_t size, unsigned level);
 void ntp_huge_free(ntp_span_t *s);
 int ntp_commit(unsigned kind, uint64_t bytes, unsigned level);
+void ntp_refresh_closed(unsigned budget);
 void ntp_uncommit(unsigned kind, uint64_t bytes);
 void ntp_kind_purge(unsigned kind, int force);
 void ntp_segments_atfork(int phase); /* 0 prepare, 1 parent, 2 child */

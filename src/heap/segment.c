@@ -38,8 +38,27 @@ static void segmap_set(uintptr_t base, size_t size, uint8_t first, uint8_t rest)
 
 /* ---- budget ---------------------------------------------------------------------------- */
 
-/* Committed bytes live apart from the rest: every allocation's priority gate reads them. */
+/* Read by every allocation, written by slow paths: on lines of their own. */
 _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS] NTP_ALIGNED(64);
+_Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS] NTP_ALIGNED(64);
+
+/* Recompute the closed bits of budget b from its committed bytes. Racing refreshes may store
+ * a stale value; whoever stores last re-checks that nothing changed meanwhile. */
+void ntp_refresh_closed(unsigned b)
+{
+    ntp_budget_t *bd = &ntp_heap.budget[b];
+    uint64_t c;
+    do {
+        c = ntp_load(&ntpool_heap_committed_v[b]);
+        uint8_t closed = 0;
+        for (unsigned l = 0; l < NTPOOL_LEVELS - 1; l++)
+            if (c >= ntp_load(&bd->limit[l]))
+                closed |= (uint8_t)(1u << l);
+        for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+            if (ntpool_budget_of((ntpool_kind_t)k) == b)
+                ntp_store(&ntpool_heap_closed[k], closed);
+    } while (ntp_load(&ntpool_heap_committed_v[b]) != c);
+}
 
 int ntp_commit(unsigned kind, uint64_t bytes, unsigned level)
 {
@@ -58,16 +77,26 @@ int ntp_commit(unsigned kind, uint64_t bytes, unsigned level)
            !atomic_compare_exchange_weak_explicit(&bd->peak, &pk, c + bytes, memory_order_relaxed,
                                                   memory_order_relaxed))
         ;
+    ntp_refresh_closed(b);
     return 1;
 }
 
 void ntp_uncommit(unsigned kind, uint64_t bytes)
 {
-    atomic_fetch_sub_explicit(&ntpool_heap_committed_v[ntpool_budget_of((ntpool_kind_t)kind)],
-                              bytes, memory_order_relaxed);
+    unsigned b = ntpool_budget_of((ntpool_kind_t)kind);
+    atomic_fetch_sub_explicit(&ntpool_heap_committed_v[b], bytes, memory_order_relaxed);
+    ntp_refresh_closed(b);
 }
 
 /* ---- segments ---------------------------------------------------------------------------- */
+
+/* Every change of a segment's dirty mask goes through here, to keep the kind's count. */
+static void dirty_set(ntp_kind_t *k, ntp_segment_t *seg, uint64_t mask)
+{
+    k->dirty_slices += (uint64_t)__builtin_popcountll(mask);
+    k->dirty_slices -= (uint64_t)__builtin_popcountll(seg->dirty_mask);
+    seg->dirty_mask = mask;
+}
 
 static void seg_link(ntp_kind_t *k, ntp_segment_t *seg)
 {
@@ -136,14 +165,17 @@ static int seg_unmap(unsigned kind, ntp_segment_t *seg)
     ntp_kind_t *k = &ntp_heap.kind[kind];
     uintptr_t base = seg_base(seg);
     size_t size = seg->size;
+    uint64_t dirty = seg->dirty_mask;
     if (!seg->jumbo)
         seg_unlink(k, seg);
     if (seg->locked)
         k->locked_segs--;
     segmap_set(base, size, NTP_SEGMAP_NONE, NTP_SEGMAP_NONE);
     k->segs_unmapped++;
+    dirty_set(k, seg, 0);
     if (ntpool_os_release((void *)base, size) == 0)
         return 0;
+    dirty_set(k, seg, dirty);
     /* Could not unmap: keep it as ours so the memory is not lost to a wild reuse. */
     segmap_set(base, size, NTP_SEGMAP_SEG, NTP_SEGMAP_JUMBO);
     k->segs_unmapped--;
@@ -212,7 +244,7 @@ ntp_span_t *ntp_span_carve(unsigned kind, unsigned nslices)
     span_setup(found, first, nslices, kind);
     uint64_t bits = slice_bits(first, nslices);
     found->free_mask &= ~bits;
-    found->dirty_mask &= ~bits;
+    dirty_set(k, found, found->dirty_mask & ~bits);
     pthread_mutex_unlock(&k->lock);
     return &found->span[first];
 }
@@ -229,17 +261,36 @@ static void purge_segment(ntp_kind_t *k, ntp_segment_t *seg)
             n++;
         uintptr_t a = seg_base(seg) + ((uintptr_t)i << NTP_SLICE_SHIFT);
         if (ntpool_os_purge((void *)a, (size_t)n << NTP_SLICE_SHIFT) == 0) {
-            seg->dirty_mask &= ~slice_bits(i, n);
+            dirty_set(k, seg, seg->dirty_mask & ~slice_bits(i, n));
             k->bytes_purged += (uint64_t)n << NTP_SLICE_SHIFT;
         }
         d &= ~slice_bits(i, n);
     }
 }
 
-/* Purge slices dirty for longer than the delay (or all, when forced). Caller holds the lock. */
+/* How much free memory a kind keeps resident for reuse: at least 8 MiB, or a sixteenth of its
+ * budget's peak. Beyond that, freed pages go back at once, so a program that frees everything
+ * and goes idle holds little, without a timer thread. */
+static uint64_t dirty_cap_slices(unsigned kind)
+{
+    uint64_t peak = ntp_load(&ntp_heap.budget[ntpool_budget_of((ntpool_kind_t)kind)].peak);
+    uint64_t cap = NTP_MAX((uint64_t)8 << 20, peak / 16);
+    return cap >> NTP_SLICE_SHIFT;
+}
+
+/* Purge slices dirty for longer than the delay, or while the kind holds more dirty slices than
+ * its cap (down to half of it), or all when forced. Caller holds the lock. */
 static void purge_locked(unsigned kind, int force)
 {
     ntp_kind_t *k = &ntp_heap.kind[kind];
+    uint64_t cap = dirty_cap_slices(kind);
+    if (!force && k->dirty_slices > cap) {
+        ntp_segment_t *next;
+        for (ntp_segment_t *seg = k->segs; seg != NULL && k->dirty_slices > cap / 2; seg = next) {
+            next = seg->next;
+            purge_segment(k, seg);
+        }
+    }
     uint64_t now = ntpool_os_now_ms();
     if (!force && now - k->last_purge_ms < ntp_heap.cfg.purge_delay_ms)
         return;
@@ -288,7 +339,7 @@ void ntp_span_release(ntp_span_t *s)
     if (touched) {
         if (seg->dirty_mask == 0)
             seg->dirty_since_ms = ntpool_os_now_ms();
-        seg->dirty_mask |= bits;
+        dirty_set(k, seg, seg->dirty_mask | bits);
     }
     if (seg->free_mask == NTP_SEG_ALL_PAYLOAD &&
         (k->nempty < ntp_heap.cfg.segment_cache || seg_unmap(kind, seg) != 0))

@@ -8,11 +8,6 @@
 #include "pool.h"
 #include "../os/os.h"
 
-_Atomic uint64_t ntp_pool_mark[NTPOOL_BUDGETS][NTPOOL_LEVELS] = {
-    {UINT64_MAX, UINT64_MAX, UINT64_MAX},
-    {UINT64_MAX, UINT64_MAX, UINT64_MAX},
-};
-
 static pthread_mutex_t cfg_lock = PTHREAD_MUTEX_INITIALIZER;
 static ntp_pool_config_t cfg_now;
 static _Atomic uint64_t quota_limit = UINT64_MAX, quota_used;
@@ -53,8 +48,6 @@ void ntp_pool_configure(const ntp_pool_config_t *cfg)
         uint64_t lim = cfg_now.limit[b];
         uint64_t marks[NTPOOL_LEVELS] = {pct_of(lim, cfg_now.low_pct),
                                          pct_of(lim, cfg_now.normal_pct), lim};
-        for (unsigned l = 0; l < NTPOOL_LEVELS; l++)
-            ntp_store(&ntp_pool_mark[b][l], marks[l]);
         ntpool_heap_set_limits((ntpool_budget_t)b, marks);
     }
     ntp_store(&quota_limit, cfg_now.quota_limit ? cfg_now.quota_limit : UINT64_MAX);

@@ -6,7 +6,7 @@
  * up to the low threshold, Normal up to the normal threshold, High up to the limit; and a Low
  * or Normal request is refused outright while the pool is already above its threshold, even if
  * a free block is cached (Windows refuses on the pool's state, not on where a block would come
- * from). The check is one relaxed load of the committed counter, which only slow paths write.
+ * from). The check is one byte test (ntpool_heap_closed), which only slow paths write.
  */
 #ifndef NTPOOL_POOL_H
 #define NTPOOL_POOL_H
@@ -15,9 +15,6 @@
 #include "tags.h"
 
 enum { NTPOOL_PRIO_LOW = 0, NTPOOL_PRIO_NORMAL = 1, NTPOOL_PRIO_HIGH = 2 };
-
-/* Thresholds in bytes per budget and level (level HIGH = the limit). */
-extern _Atomic uint64_t ntp_pool_mark[NTPOOL_BUDGETS][NTPOOL_LEVELS];
 
 typedef struct ntp_pool_config {
     uint64_t limit[NTPOOL_BUDGETS]; /* 0 = derive from the machine */
@@ -39,10 +36,7 @@ uint64_t ntp_pool_quota_used(void);
 
 NTP_INLINE int ntp_pool_admit(unsigned kind, unsigned level)
 {
-    if (level >= NTPOOL_PRIO_HIGH)
-        return 1;
-    unsigned b = ntpool_budget_of((ntpool_kind_t)kind);
-    return ntp_load(&ntpool_heap_committed_v[b]) < ntp_load(&ntp_pool_mark[b][level]);
+    return (ntp_load(&ntpool_heap_closed[kind]) & (1u << level)) == 0;
 }
 
 /* The inline half of an allocation: admission, a block from the thread's current span, and

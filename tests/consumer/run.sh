@@ -23,7 +23,9 @@ case "$mode" in
     "$work/b/consumer_shared"
     "$work/b/consumer_static"
     # The shared one really uses the installed library.
-    ldd "$work/b/consumer_shared" | grep -q "$work/prefix/$libdir/libntpool.so.1"
+    # (not piped into grep -q: with pipefail, ldd's SIGPIPE would fail the test)
+    ldd "$work/b/consumer_shared" > "$work/ldd.txt"
+    grep -q "$work/prefix/$libdir/libntpool.so.1" "$work/ldd.txt"
     ;;
   pkgconfig)
     export PKG_CONFIG_PATH="$work/prefix/$libdir/pkgconfig"
