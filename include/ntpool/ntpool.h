@@ -86,6 +86,18 @@ typedef struct ntpool_engine_stats {
 } ntpool_engine_stats_t;
 NTPOOL_API void ntpool_engine_stats(ntpool_engine_stats_t *st);
 
+/* Driver Verifier's pool counters (NTPOOL_VERIFIER, NTPOOL_SPECIAL_POOL, NTPOOL_LOW_RESOURCES). */
+typedef struct ntpool_verifier_stats {
+    uint32_t flags;                  /* NTPOOL_VERIFIER in force */
+    uint64_t allocations_attempted;  /* allocations the verifier saw */
+    uint64_t allocations_succeeded;
+    uint64_t special_pool_requested; /* selected for special pool (below a page) */
+    uint64_t special_pool_succeeded; /* served from special pool; the rest fell back */
+    uint64_t allocations_failed;     /* refused, including injected failures */
+    uint64_t faults_injected;        /* by low-resources simulation */
+} ntpool_verifier_stats_t;
+NTPOOL_API void ntpool_verifier_stats(ntpool_verifier_stats_t *st);
+
 /* Return empty memory to the OS now (and the calling thread's cached empty spans). */
 NTPOOL_API void ntpool_trim(void);
 /* Hand the calling thread's cached blocks and counters back now, as thread exit does. */

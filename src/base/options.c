@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "options.h"
+#include "vfopts.h"
 #include "../../include/ntpool/ntpool.h"
 
 #define OPT_STR_MAX 256
@@ -143,6 +144,13 @@ static int set_locked(ntp_opt_id_t id, const char *text)
             return EINVAL;
         if (id == NTP_OPT_PRIORITY_THRESHOLDS && !valid_thresholds(text))
             return EINVAL;
+        if (id == NTP_OPT_SPECIAL_POOL || id == NTP_OPT_LOW_RESOURCES) {
+            ntp_sp_spec_t sp;
+            ntp_lrs_spec_t lr;
+            if ((id == NTP_OPT_SPECIAL_POOL ? ntp_parse_special_pool(text, &sp)
+                                            : ntp_parse_low_resources(text, &lr)) != 0)
+                return EINVAL;
+        }
         break;
     }
     size_t n = strlen(text);

@@ -33,6 +33,17 @@ typedef enum ntp_opt_type {
     X(QUOTA_LIMIT, "NTPOOL_QUOTA_LIMIT", NTP_OPT_SIZE, "none", "16M",                               \
       "Pool quota of the process for ExAllocatePoolWithQuotaTag and POOL_FLAG_USE_QUOTA; beyond "  \
       "it they fail with STATUS_QUOTA_EXCEEDED. `none`: unlimited.")                                \
+    X(VERIFIER, "NTPOOL_VERIFIER", NTP_OPT_UINT, "0", "0x9",                                        \
+      "Driver Verifier options, numbered as `verifier /flags` numbers them: 0x1 special pool, 0x2 " \
+      "IRQL checking, 0x4 low-resources simulation, 0x8 pool tracking, 0x40000 systematic "         \
+      "low-resources simulation. Any flag also turns on the automatic checks (0xC4 codes).")        \
+    X(SPECIAL_POOL, "NTPOOL_SPECIAL_POOL", NTP_OPT_STRING, "", "Tst*,size=64-128",                  \
+      "Which allocations special pool takes, even without NTPOOL_VERIFIER: tag patterns with `*` "  \
+      "and `?`, `*` for all, `size=A-B`; `underrun` puts blocks at the page start.")               \
+    X(LOW_RESOURCES, "NTPOOL_LOW_RESOURCES", NTP_OPT_STRING, "", "p=600,seed=7,tags=Tst*,skip=0",   \
+      "Low-resources simulation (Verifier flags 0x4, 0x40000): probability `p` in 1/10000 "         \
+      "(default 600), `seed`, `tags` patterns (repeatable), `skip` first allocations, `log` file "  \
+      "of the call stacks systematic mode has failed.")                                             \
     X(BUGCHECK, "NTPOOL_BUGCHECK", NTP_OPT_STRING, "abort", "exit:66",                              \
       "What happens after a bug-check report: `abort` (SIGABRT), `exit:N` (_exit(N)), `trap` "      \
       "(a breakpoint trap, for debuggers).")                                                        \

@@ -21,6 +21,7 @@
 #include "../base/options.h"
 #include "../pool/pool.h"
 #include "../verifier/bugcheck.h"
+#include "../verifier/verifier.h"
 
 #define TAG_BAD0 0x30646142u /* "Bad0": legacy tag 0 becomes this (24H2) */
 #define TAG_NONE 0x656E6F4Eu /* "None": untagged legacy routines */
@@ -38,6 +39,8 @@ typedef struct ex_req {
     uint8_t must;    /* must succeed: bug check 0x41 on failure */
     uint8_t quota;   /* charge the process quota */
     uint8_t quota_status; /* 1: a quota refusal raises STATUS_QUOTA_EXCEEDED (legacy) */
+    uint8_t placement;    /* special-pool placement a priority asks for (NTP_VF_PLACE_*) */
+    uint8_t want_special; /* POOL_FLAG_SPECIAL_POOL */
     int pool_type;   /* POOL_TYPE number for reports */
     const void *caller;
 } ex_req_t;
@@ -53,6 +56,14 @@ static unsigned level_of(EX_POOL_PRIORITY prio)
 {
     unsigned base = (unsigned)prio >> 4;
     return base == 0 ? NTPOOL_PRIO_LOW : base == 1 ? NTPOOL_PRIO_NORMAL : NTPOOL_PRIO_HIGH;
+}
+
+/* The *SpecialPoolOverrun/Underrun priorities: bit 3 asks, bit 0 says underrun (spec 1.6). */
+static unsigned placement_of(EX_POOL_PRIORITY prio)
+{
+    if (!((unsigned)prio & 8))
+        return NTP_VF_PLACE_DEFAULT;
+    return ((unsigned)prio & 1) ? NTP_VF_PLACE_UNDERRUN : NTP_VF_PLACE_OVERRUN;
 }
 
 static int valid_priority(ULONG64 prio)
@@ -83,9 +94,19 @@ NTP_COLD static void *ex_fail(const ex_req_t *r, size_t n, NTSTATUS status)
     return NULL;
 }
 
-NTP_COLD NTP_NORETURN static void bad_irql_alloc(const ex_req_t *r, size_t n, KIRQL irql)
+/* Allocation at a bad IRQL: 0xC2/0x8; under the Verifier 0xC4/0x1 (paged) or 0x2, or 0xC1/0x30
+ * when the request is one special pool would take. */
+NTP_COLD NTP_NORETURN static void bad_irql_alloc(const ex_req_t *r, const ntp_vf_req_t *vr, size_t n,
+                                                 KIRQL irql)
 {
     ntp_bc_info_t in = {r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller};
+    if (ntp_load(&ntp_vf_active)) {
+        if (vr->want_special || ntp_sp_selected(vr))
+            ntp_bugcheck(SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION, irql, (uintptr_t)r->pool_type, n, 0x30, &in);
+        if (ntp_load(&ntp_vf_flags))
+            ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, r->kind == NTPOOL_KIND_PAGED ? 0x01 : 0x02,
+                         irql, (uintptr_t)r->pool_type, n, &in);
+    }
     ntp_bugcheck(BAD_POOL_CALLER, 0x08, irql, (uintptr_t)r->pool_type, n, &in);
 }
 
@@ -123,20 +144,42 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
 {
     ntp_ensure_init();
     KIRQL irql = ntp_irql;
+    ntp_vf_req_t vr = {n, r->label & NTPOOL_LABEL_ID, r->kind, r->level, r->placement,
+                       r->want_special, NTP_VF_API_POOL, irql, r->pool_type, r->caller};
     if (irql > APC_LEVEL && (irql > DISPATCH_LEVEL || r->kind == NTPOOL_KIND_PAGED))
-        bad_irql_alloc(r, n, irql);
+        bad_irql_alloc(r, &vr, n, irql);
     check_tag(r->label & NTPOOL_LABEL_ID, r->pool_type, n, r->caller);
     if (n > NTPOOL_SIZE_MAX)
         return ex_fail(r, n, STATUS_INSUFFICIENT_RESOURCES);
     size_t sz = n ? n : 1; /* zero bytes: a unique minimum block (spec 11.3) */
     ntpool_block_info_t bi;
     void *p = NULL;
+    int verified = ntp_load(&ntp_vf_active) || r->want_special;
+    if (ntp_unlikely(verified)) {
+        size_t extra = 0;
+        switch (ntp_vf_alloc(&vr, &p, &bi.size, &extra)) {
+        case NTP_VF_FAIL:
+            return ex_fail(r, n, STATUS_INSUFFICIENT_RESOURCES);
+        case NTP_VF_DONE: /* special pool: a fresh page, its slack holds the check pattern */
+            if (r->zero)
+                memset(p, 0, n);
+            return p;
+        case NTP_VF_PROCEED:
+            sz += extra;
+            break;
+        }
+    }
     if (r->hflags == 0)
         p = ntp_pool_alloc_fast(r->kind, sz, r->label, r->level, 1, &bi);
     if (p == NULL)
         p = ntp_pool_alloc_slow(r->kind, sz, r->label, r->hflags, r->level, &bi);
-    if (p == NULL)
+    if (p == NULL) {
+        if (verified)
+            atomic_fetch_add_explicit(&ntp_vf_count.failed, 1, memory_order_relaxed);
         return ex_fail(r, n, STATUS_INSUFFICIENT_RESOURCES);
+    }
+    if (ntp_unlikely(verified))
+        ntp_vf_allocated(&vr, p, bi.size);
     if (r->quota && !ntp_pool_quota_charge(bi.size)) {
         ntp_pool_free(p, 0, &bi);
         return ex_fail(r, n, r->quota_status ? STATUS_QUOTA_EXCEEDED : STATUS_INSUFFICIENT_RESOURCES);
@@ -151,7 +194,8 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
  * repeats every check and reports what is wrong. Assumes: no quota, no cache alignment. */
 NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, int zero)
 {
-    if (ntp_unlikely(ntp_irql > APC_LEVEL))
+    /* With the Verifier on every call takes the full path: one predictable branch. */
+    if (ntp_unlikely(ntp_irql > APC_LEVEL || ntp_load(&ntp_vf_active)))
         return NULL;
 #if !NTPOOL_ACCOUNTING
     /* With accounting, a tag the thread has counted was checked; here, check it every time. */
@@ -167,8 +211,8 @@ NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, 
 }
 
 /* Translate a legacy call (spec 1.5) and take the full path. */
-NTP_NOINLINE static void *legacy_slow(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int quota,
-                                      const void *caller)
+NTP_NOINLINE static void *legacy_slow(POOL_TYPE type, size_t n, ULONG tag, unsigned level,
+                                      unsigned placement, int quota, const void *caller)
 {
     unsigned t = (unsigned)type;
     ex_req_t r;
@@ -184,6 +228,8 @@ NTP_NOINLINE static void *legacy_slow(POOL_TYPE type, size_t n, ULONG tag, unsig
     /* The quota routines raise unless told not to; the others only when told to. */
     r.raise = quota ? !(t & POOL_QUOTA_FAIL_INSTEAD_OF_RAISE) : (t & POOL_RAISE_IF_ALLOCATION_FAILURE) != 0;
     r.quota_status = 1;
+    r.placement = (uint8_t)placement;
+    r.want_special = 0;
     r.pool_type = (int)t;
     r.caller = caller;
     r.label = tg | (quota ? NTPOOL_LABEL_FLAG : 0);
@@ -202,7 +248,7 @@ NTP_INLINE void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int
         if (ntp_likely(p != NULL))
             return p;
     }
-    return legacy_slow(type, n, tag, level, quota, caller);
+    return legacy_slow(type, n, tag, level, NTP_VF_PLACE_DEFAULT, quota, caller);
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithTag(POOL_TYPE type, SIZE_T n, ULONG tag)
@@ -215,20 +261,29 @@ NTPOOL_API PVOID ExAllocatePool(POOL_TYPE type, SIZE_T n)
     return legacy(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
 }
 
+/* The priority routines: a special-pool placement request always takes the full path. */
+NTP_INLINE void *with_priority(POOL_TYPE type, size_t n, ULONG tag, EX_POOL_PRIORITY prio,
+                               const void *caller)
+{
+    if (ntp_unlikely(placement_of(prio) != NTP_VF_PLACE_DEFAULT))
+        return legacy_slow(type, n, tag, level_of(prio), placement_of(prio), 0, caller);
+    return legacy(type, n, tag, level_of(prio), 0, caller);
+}
+
 NTPOOL_API PVOID ExAllocatePoolWithTagPriority(POOL_TYPE type, SIZE_T n, ULONG tag,
                                                EX_POOL_PRIORITY prio)
 {
-    return legacy(type, n, tag, level_of(prio), 0, __builtin_return_address(0));
+    return with_priority(type, n, tag, prio, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithQuotaTag(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy_slow(type, n, tag, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, tag, NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithQuota(POOL_TYPE type, SIZE_T n)
 {
-    return legacy_slow(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolZero(POOL_TYPE type, SIZE_T n, ULONG tag)
@@ -244,25 +299,25 @@ NTPOOL_API PVOID ExAllocatePoolUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag
 
 NTPOOL_API PVOID ExAllocatePoolQuotaZero(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy_slow((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL, 1,
-                       __builtin_return_address(0));
+    return legacy_slow((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL,
+                       NTP_VF_PLACE_DEFAULT, 1, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolQuotaUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy_slow(type, n, tag, NTPOOL_PRIO_NORMAL, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, tag, NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolPriorityZero(POOL_TYPE type, SIZE_T n, ULONG tag, EX_POOL_PRIORITY prio)
 {
-    return legacy((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, level_of(prio), 0,
-                  __builtin_return_address(0));
+    return with_priority((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, prio,
+                         __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolPriorityUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag,
                                                      EX_POOL_PRIORITY prio)
 {
-    return legacy(type, n, tag, level_of(prio), 0, __builtin_return_address(0));
+    return with_priority(type, n, tag, prio, __builtin_return_address(0));
 }
 
 NTPOOL_API VOID ExInitializeDriverRuntime(ULONG flags)
@@ -296,6 +351,8 @@ static int pool2_request(POOL_FLAGS flags, ULONG tag, const void *caller, ex_req
     r->zero = !(flags & POOL_FLAG_UNINITIALIZED);
     r->quota = (flags & POOL_FLAG_USE_QUOTA) != 0;
     r->quota_status = 0;
+    r->placement = NTP_VF_PLACE_DEFAULT;
+    r->want_special = (flags & POOL_FLAG_SPECIAL_POOL) != 0;
     r->label = (tag & NTPOOL_LABEL_ID) | (r->quota ? NTPOOL_LABEL_FLAG : 0);
     return 1;
 }
@@ -346,6 +403,7 @@ static int apply_params(ex_req_t *r, POOL_FLAGS flags, PCPOOL_EXTENDED_PARAMETER
             ok = !have_prio && valid_priority((ULONG64)p[i].Priority);
             if (ok) {
                 r->level = (uint8_t)level_of(p[i].Priority);
+                r->placement = (uint8_t)placement_of(p[i].Priority);
                 have_prio = 1;
             }
             break;
@@ -379,18 +437,76 @@ NTPOOL_API PVOID ExAllocatePool3(POOL_FLAGS flags, SIZE_T n, ULONG tag,
 
 /* ---- free ---------------------------------------------------------------------------------------------- */
 
+/* A free the pool cannot do (ex_free_slow's lookup said why): the bug check for it, in the
+ * Verifier's 0xC4 form when the Verifier is on (spec/misuse.md rows 7, 9, 10). */
+NTP_COLD NTP_NORETURN static void bad_free(void *p, uint32_t expect, ntpool_hf_t r,
+                                           const ntpool_block_info_t *bi, ntp_bc_info_t *in)
+{
+    int vf = ntp_load(&ntp_vf_flags) != 0;
+    switch (r) {
+    case NTPOOL_HF_NOT_OURS:
+        in->has_size = 0;
+        if (vf)
+            ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x10, (uintptr_t)p, 0, 0, in);
+        ntp_bugcheck(BAD_POOL_CALLER, 0x46, (uintptr_t)p, 0, 0, in);
+    case NTPOOL_HF_NOT_ALLOCATED:
+        in->has_size = 0;
+        if (vf)
+            ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x10, (uintptr_t)p, 0, 0, in);
+        /* Windows sends a page-aligned address down the big-block path, whose table miss is
+         * 0x19/0x22 (a freed or never-allocated big block); others are unallocated pool. */
+        if (((uintptr_t)p & (PAGE_SIZE - 1)) == 0)
+            ntp_bugcheck(BAD_POOL_HEADER, 0x22, (uintptr_t)p, 0, 0, in);
+        ntp_bugcheck(BAD_POOL_CALLER, bi->kind == NTPOOL_KIND_PAGED ? 0x48 : 0x44, (uintptr_t)p, 0, 0, in);
+    case NTPOOL_HF_INTERIOR:
+        if (vf)
+            ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x13E, (uintptr_t)p, (uintptr_t)bi->block, 0, in);
+        if (bi->kind == NTPOOL_KIND_PAGED)
+            ntp_bugcheck(BAD_POOL_CALLER, 0x41286, (uintptr_t)p, (uintptr_t)bi->block, bi->offset, in);
+        ntp_bugcheck(BAD_POOL_CALLER, 0x99, (uintptr_t)p, 0, 0, in);
+    case NTPOOL_HF_ALREADY_FREE:
+        in->tag = 0;
+        if (vf)
+            ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x13, 0, (uintptr_t)p, bi->size, in);
+        if (bi->big)
+            ntp_bugcheck(BAD_POOL_HEADER, 0x22, (uintptr_t)p, 0, 0, in);
+        ntp_bugcheck(BAD_POOL_CALLER, 0x07, 0, bi->size, (uintptr_t)p, in);
+    case NTPOOL_HF_LABEL_MISMATCH:
+    default:
+        ntp_bugcheck(BAD_POOL_CALLER, 0x0A, (uintptr_t)p, bi->label & NTPOOL_LABEL_ID, expect, in);
+    }
+}
+
+/* Free at a bad IRQL: 0xC2/0x9; under the Verifier 0xC4/0x11 (paged) or 0x12. */
+NTP_COLD NTP_NORETURN static void bad_irql_free(void *p, KIRQL irql, int type, unsigned kind,
+                                                ntp_bc_info_t *in)
+{
+    if (ntp_load(&ntp_vf_flags) && type >= 0)
+        ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, kind == NTPOOL_KIND_PAGED ? 0x11 : 0x12, irql,
+                     (uintptr_t)type, (uintptr_t)p, in);
+    ntp_bugcheck(BAD_POOL_CALLER, 0x09, irql, (uintptr_t)(type < 0 ? 0 : type), (uintptr_t)p, in);
+}
+
 /* Everything that is not a plain free of a block the thread owns, at low IRQL. */
 NTP_COLD static void ex_free_slow(void *p, uint32_t expect, const void *caller)
 {
     ntp_ensure_init();
+    if (ntp_vf_owns(p)) {
+        ntp_vf_free_special(p, expect, caller);
+        return;
+    }
     KIRQL irql = ntp_irql;
     ntpool_block_info_t bi;
     ntpool_hf_t r = ntpool_heap_lookup(p, &bi);
     int type = r == NTPOOL_HF_NOT_OURS ? -1 : kind_pool_type(bi.kind);
     ntp_bc_info_t in = {bi.label & NTPOOL_LABEL_ID, type, r != NTPOOL_HF_NOT_OURS, bi.size, p, caller};
     if (irql > DISPATCH_LEVEL || (irql > APC_LEVEL && bi.kind == NTPOOL_KIND_PAGED && type >= 0))
-        ntp_bugcheck(BAD_POOL_CALLER, 0x09, irql, (uintptr_t)(type < 0 ? 0 : type), (uintptr_t)p, &in);
+        bad_irql_free(p, irql, type, bi.kind, &in);
+    if (r == NTPOOL_HF_OK && expect != 0 && ((bi.label ^ expect) & NTPOOL_LABEL_ID) != 0)
+        r = NTPOOL_HF_LABEL_MISMATCH; /* checked before tracking forgets the block */
     if (r == NTPOOL_HF_OK) {
+        if (ntp_load(&ntp_vf_active))
+            ntp_vf_freeing(p, bi.size, bi.label & NTPOOL_LABEL_ID, bi.kind, caller);
         r = ntp_pool_free(p, expect, &bi);
         if (r == NTPOOL_HF_OK) {
             if (bi.label & NTPOOL_LABEL_FLAG)
@@ -399,36 +515,14 @@ NTP_COLD static void ex_free_slow(void *p, uint32_t expect, const void *caller)
         }
         in.tag = bi.label & NTPOOL_LABEL_ID; /* lost a race with another free: report it */
     }
-    switch (r) {
-    case NTPOOL_HF_NOT_OURS:
-        in.has_size = 0;
-        ntp_bugcheck(BAD_POOL_CALLER, 0x46, (uintptr_t)p, 0, 0, &in);
-    case NTPOOL_HF_NOT_ALLOCATED:
-        in.has_size = 0;
-        /* Windows sends a page-aligned address down the big-block path, whose table miss is
-         * 0x19/0x22 (a freed or never-allocated big block); others are unallocated pool. */
-        if (((uintptr_t)p & (PAGE_SIZE - 1)) == 0)
-            ntp_bugcheck(BAD_POOL_HEADER, 0x22, (uintptr_t)p, 0, 0, &in);
-        ntp_bugcheck(BAD_POOL_CALLER, bi.kind == NTPOOL_KIND_PAGED ? 0x48 : 0x44, (uintptr_t)p, 0, 0, &in);
-    case NTPOOL_HF_INTERIOR:
-        if (bi.kind == NTPOOL_KIND_PAGED)
-            ntp_bugcheck(BAD_POOL_CALLER, 0x41286, (uintptr_t)p, (uintptr_t)bi.block, bi.offset, &in);
-        ntp_bugcheck(BAD_POOL_CALLER, 0x99, (uintptr_t)p, 0, 0, &in);
-    case NTPOOL_HF_ALREADY_FREE:
-        in.tag = 0;
-        if (bi.big)
-            ntp_bugcheck(BAD_POOL_HEADER, 0x22, (uintptr_t)p, 0, 0, &in);
-        ntp_bugcheck(BAD_POOL_CALLER, 0x07, 0, bi.size, (uintptr_t)p, &in);
-    case NTPOOL_HF_LABEL_MISMATCH:
-    default:
-        ntp_bugcheck(BAD_POOL_CALLER, 0x0A, (uintptr_t)p, bi.label & NTPOOL_LABEL_ID, expect, &in);
-    }
+    bad_free(p, expect, r, &bi, &in);
 }
 
 NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
     ntpool_block_info_t bi;
-    if (ntp_likely(ntp_irql <= APC_LEVEL) && ntp_likely(ntpool_heap_free_fast(p, expect, &bi) == 0)) {
+    if (ntp_likely(ntp_irql <= APC_LEVEL && !ntp_load(&ntp_vf_active)) &&
+        ntp_likely(ntpool_heap_free_fast(p, expect, &bi) == 0)) {
         ntp_tags_count(bi.label & NTPOOL_LABEL_ID, bi.kind, 0, 1, -(int64_t)bi.size);
         if (ntp_unlikely(bi.label & NTPOOL_LABEL_FLAG))
             ntp_pool_quota_release(bi.size);
@@ -457,6 +551,12 @@ NTPOOL_API VOID ExFreePool2(PVOID p, ULONG tag, PCPOOL_EXTENDED_PARAMETER params
 NTPOOL_API SIZE_T ExQueryPoolBlockSize(PVOID p, PBOOLEAN quota)
 {
     ntpool_block_info_t bi;
+    if (ntp_vf_owns(p)) {
+        uint32_t tag;
+        if (quota)
+            *quota = FALSE;
+        return ntp_vf_block_size(p, &tag);
+    }
     if (ntpool_heap_lookup(p, &bi) != NTPOOL_HF_OK) {
         if (quota)
             *quota = FALSE;

@@ -10,15 +10,30 @@
 #include "ddi.h"
 #include "../os/os.h"
 #include "../verifier/bugcheck.h"
+#include "../verifier/verifier.h"
 
 NTP_TLS KIRQL ntp_irql;
 
-/* IRQL_NOT_GREATER_OR_EQUAL: P1 current IRQL, P2 requested, P3 0 raise / 1 lower. */
+/* IRQL_NOT_GREATER_OR_EQUAL: P1 current IRQL, P2 requested, P3 0 raise / 1 lower. Under the
+ * Verifier: 0xC4/0x30 (raise to a lower IRQL) or 0xC4/0x31 (lower to a higher one), P2 current,
+ * P3 requested. */
 NTP_COLD NTP_NORETURN static void bad_transition(KIRQL cur, KIRQL req, int lowering, const void *caller)
 {
     ntp_bc_info_t in = NTP_BC_INFO_NONE;
     in.caller = caller;
+    ntp_ensure_init(); /* the Verifier's options decide the code */
+    if (ntp_load(&ntp_vf_flags))
+        ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, lowering ? 0x31 : 0x30, cur, req, 0, &in);
     ntp_bugcheck(IRQL_NOT_GREATER_OR_EQUAL, cur, req, (uintptr_t)lowering, 0, &in);
+}
+
+/* Spin-lock rules the Verifier checks: 0xC4/0x42 acquire above DISPATCH_LEVEL (P2 lock, P3
+ * IRQL), 0xC4/0x32 release not at DISPATCH_LEVEL (P2 IRQL, P3 lock). */
+NTP_COLD NTP_NORETURN static void bad_spin(ULONG_PTR sub, uintptr_t a, uintptr_t b, const void *caller)
+{
+    ntp_bc_info_t in = NTP_BC_INFO_NONE;
+    in.caller = caller;
+    ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, sub, a, b, 0, &in);
 }
 
 NTPOOL_API KIRQL KeGetCurrentIrql(void)
@@ -79,8 +94,12 @@ static void spin_release(PKSPIN_LOCK lock)
 NTPOOL_API KIRQL KeAcquireSpinLockRaiseToDpc(PKSPIN_LOCK lock)
 {
     KIRQL old = ntp_irql;
-    if (old > DISPATCH_LEVEL)
+    if (old > DISPATCH_LEVEL) {
+        ntp_ensure_init();
+        if (ntp_load(&ntp_vf_flags))
+            bad_spin(0x42, (uintptr_t)lock, old, __builtin_return_address(0));
         bad_transition(old, DISPATCH_LEVEL, 0, __builtin_return_address(0));
+    }
     ntp_irql = DISPATCH_LEVEL;
     spin_acquire(lock);
     return old;
@@ -88,8 +107,13 @@ NTPOOL_API KIRQL KeAcquireSpinLockRaiseToDpc(PKSPIN_LOCK lock)
 
 NTPOOL_API void KeReleaseSpinLock(PKSPIN_LOCK lock, KIRQL new_irql)
 {
-    spin_release(lock);
     KIRQL old = ntp_irql;
+    if (old != DISPATCH_LEVEL) {
+        ntp_ensure_init();
+        if (ntp_load(&ntp_vf_flags))
+            bad_spin(0x32, old, (uintptr_t)lock, __builtin_return_address(0));
+    }
+    spin_release(lock);
     if (new_irql > old)
         bad_transition(old, new_irql, 1, __builtin_return_address(0));
     ntp_irql = new_irql;

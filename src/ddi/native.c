@@ -10,6 +10,7 @@
 #include "../os/os.h"
 #include "../pool/pool.h"
 #include "../verifier/bugcheck.h"
+#include "../verifier/verifier.h"
 
 _Atomic int ntp_lib_ready;
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -60,6 +61,12 @@ static void options_changed(ntp_opt_id_t id)
         if (atomic_load(&ntp_lib_ready))
             apply_pool_options();
         break;
+    case NTP_OPT_VERIFIER:
+    case NTP_OPT_SPECIAL_POOL:
+    case NTP_OPT_LOW_RESOURCES:
+        if (atomic_load(&ntp_lib_ready))
+            ntp_vf_configure();
+        break;
     default: /* read where used, or only at start-up */
         break;
     }
@@ -78,6 +85,7 @@ static void library_init_once(void)
     ntpool_heap_init();
     ntp_tags_init();
     apply_pool_options();
+    ntp_vf_configure();
     ntp_options_changed = options_changed;
     atomic_store_explicit(&ntp_lib_ready, 1, memory_order_release);
 }
@@ -192,4 +200,16 @@ NTPOOL_API void ntpool_fault_os(unsigned long n, int from_on)
 NTPOOL_API unsigned long ntpool_fault_os_calls(void)
 {
     return ntpool_os_calls();
+}
+
+NTPOOL_API void ntpool_verifier_stats(ntpool_verifier_stats_t *st)
+{
+    ntp_ensure_init();
+    st->flags = ntp_load(&ntp_vf_flags);
+    st->allocations_attempted = ntp_load(&ntp_vf_count.attempted);
+    st->allocations_succeeded = ntp_load(&ntp_vf_count.succeeded);
+    st->special_pool_succeeded = ntp_load(&ntp_vf_count.special_succeeded);
+    st->special_pool_requested = ntp_load(&ntp_vf_count.special_requested);
+    st->allocations_failed = ntp_load(&ntp_vf_count.failed);
+    st->faults_injected = ntp_load(&ntp_vf_count.injected);
 }
