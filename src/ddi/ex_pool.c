@@ -86,7 +86,7 @@ NTP_COLD static void *ex_fail(const ex_req_t *r, size_t n, NTSTATUS status)
 {
     ntp_pool_note_failure(r->kind);
     if (r->must) {
-        ntp_bc_info_t in = {r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller};
+        ntp_bc_info_t in = NTP_BC_INFO(r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller);
         ntp_bugcheck(MUST_SUCCEED_POOL_EMPTY, n, 0, 0, 0, &in);
     }
     if (r->raise)
@@ -99,7 +99,7 @@ NTP_COLD static void *ex_fail(const ex_req_t *r, size_t n, NTSTATUS status)
 NTP_COLD NTP_NORETURN static void bad_irql_alloc(const ex_req_t *r, const ntp_vf_req_t *vr, size_t n,
                                                  KIRQL irql)
 {
-    ntp_bc_info_t in = {r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller};
+    ntp_bc_info_t in = NTP_BC_INFO(r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller);
     if (ntp_load(&ntp_vf_active)) {
         if (vr->want_special || ntp_sp_selected(vr))
             ntp_bugcheck(SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION, irql, (uintptr_t)r->pool_type, n, 0x30, &in);
@@ -125,7 +125,7 @@ NTP_COLD static void bad_tag(uint32_t tag, int pool_type, size_t n, const void *
 {
     if (!ntp_opt_int(NTP_OPT_TAG_CHECKS))
         return;
-    ntp_bc_info_t in = {tag, pool_type, 1, n, NULL, caller};
+    ntp_bc_info_t in = NTP_BC_INFO(tag, pool_type, 1, n, NULL, caller);
     if (tag == TAG_BIG)
         ntp_bugcheck(BAD_POOL_CALLER, 0x9C, (uintptr_t)pool_type, n, (uintptr_t)caller, &in);
     ntp_bugcheck(BAD_POOL_CALLER, 0x9D, tag, (uintptr_t)pool_type, (uintptr_t)caller, &in);
@@ -499,7 +499,7 @@ NTP_COLD static void ex_free_slow(void *p, uint32_t expect, const void *caller)
     ntpool_block_info_t bi;
     ntpool_hf_t r = ntpool_heap_lookup(p, &bi);
     int type = r == NTPOOL_HF_NOT_OURS ? -1 : kind_pool_type(bi.kind);
-    ntp_bc_info_t in = {bi.label & NTPOOL_LABEL_ID, type, r != NTPOOL_HF_NOT_OURS, bi.size, p, caller};
+    ntp_bc_info_t in = NTP_BC_INFO(bi.label & NTPOOL_LABEL_ID, type, r != NTPOOL_HF_NOT_OURS, bi.size, p, caller);
     if (irql > DISPATCH_LEVEL || (irql > APC_LEVEL && bi.kind == NTPOOL_KIND_PAGED && type >= 0))
         bad_irql_free(p, irql, type, bi.kind, &in);
     if (r == NTPOOL_HF_OK && expect != 0 && ((bi.label ^ expect) & NTPOOL_LABEL_ID) != 0)

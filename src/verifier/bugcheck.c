@@ -21,7 +21,7 @@
 #include "../base/options.h"
 #include "../../include/ntpool/ntpool.h"
 
-#define REPORT_MAX 4096
+#define REPORT_MAX 65536 /* room for a leak list */
 
 static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
 static char report[REPORT_MAX];       /* being formatted (under report_lock) */
@@ -142,6 +142,8 @@ static void format_details(ntp_buf_t *b, const ntp_bc_info_t *in)
     ntp_buf_str(b, ", thread ");
     ntp_buf_udec(b, (uint64_t)syscall(SYS_gettid));
     ntp_buf_chr(b, '\n');
+    if (in && in->more)
+        in->more(b, in->more_ctx);
 }
 
 /* First line exactly as Windows prints it; then what P1 (or P4) means. */

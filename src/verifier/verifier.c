@@ -61,7 +61,7 @@ int ntp_vf_tag_match(const char *pat, uint32_t tag)
 
 NTP_COLD NTP_NORETURN static void zero_size(const ntp_vf_req_t *r)
 {
-    ntp_bc_info_t in = {r->tag, r->pool_type, 1, 0, NULL, r->caller};
+    ntp_bc_info_t in = NTP_BC_INFO(r->tag, r->pool_type, 1, 0, NULL, r->caller);
     ntp_bugcheck(0xC4, 0x00, r->irql, (uintptr_t)r->pool_type, 0, &in);
 }
 
