@@ -38,6 +38,16 @@
 /* An owner-only counter bump: load + store, no locked instruction. Only the owning thread writes. */
 #define ntp_bump(p, d) ntp_store((p), ntp_load(p) + (d))
 
+/* Register fork handlers once per process image. glibc re-runs a pthread_once routine in a fork
+ * child when the fork caught it in progress in another thread; registering twice would make
+ * the next fork take the same locks twice. Needs <pthread.h>. */
+#define NTP_ATFORK_ONCE(prepare, parent, child)                                                   \
+    do {                                                                                          \
+        static _Atomic int ntp_atfork_done_;                                                      \
+        if (!atomic_exchange(&ntp_atfork_done_, 1))                                               \
+            (void)pthread_atfork((prepare), (parent), (child));                                   \
+    } while (0)
+
 #define NTP_PAGE_SIZE 4096u
 #define NTP_PAGE_SHIFT 12
 

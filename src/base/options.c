@@ -294,3 +294,14 @@ NTPOOL_API int ntpool_options_print(int fd, int markdown)
     }
     return r;
 }
+
+/* Fork handlers of the option table's lock (a leaf: nothing else is taken while it is held). */
+void ntp_options_atfork(int phase)
+{
+    if (phase == 0)
+        pthread_mutex_lock(&opts.lock);
+    else if (phase == 1)
+        pthread_mutex_unlock(&opts.lock);
+    else
+        pthread_mutex_init(&opts.lock, NULL);
+}

@@ -72,6 +72,8 @@ int64_t ntp_opt_int(ntp_opt_id_t id);
 const char *ntp_opt_str(ntp_opt_id_t id);
 /* Parse "<digits>[KMGT]" etc. Returns 0 on success. */
 int ntp_parse_size(const char *s, uint64_t *out);
+/* Fork handlers for the option lock: 0 prepare, 1 parent, 2 child. */
+void ntp_options_atfork(int phase);
 /* Called after ntpool_option_set changed something (installed by the library init). */
 extern void (*ntp_options_changed)(ntp_opt_id_t id);
 

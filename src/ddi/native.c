@@ -72,8 +72,29 @@ static void options_changed(ntp_opt_id_t id)
     }
 }
 
+/* The configuration locks are leaves, so their fork handlers may run last. They are registered
+ * before any of them is first taken: a fork during start-up leaves the child consistent. */
+static void lib_prepare(void)
+{
+    ntp_options_atfork(0);
+    ntp_pool_atfork(0);
+}
+
+static void lib_parent(void)
+{
+    ntp_pool_atfork(1);
+    ntp_options_atfork(1);
+}
+
+static void lib_child(void)
+{
+    ntp_pool_atfork(2);
+    ntp_options_atfork(2);
+}
+
 static void library_init_once(void)
 {
+    NTP_ATFORK_ONCE(lib_prepare, lib_parent, lib_child);
     ntp_options_load();
     ntpool_heap_config_t hc = {
         .purge_delay_ms = (uint32_t)ntp_opt_int(NTP_OPT_PURGE_DELAY),

@@ -112,7 +112,7 @@ static void heap_init_once(void)
         seed = ntpool_os_now_ms() ^ (uint64_t)(uintptr_t)&seed ^ ((uint64_t)getpid() << 32);
     ntp_heap.seed = seed;
     pthread_key_create(&ntp_heap.key, heap_thread_exit);
-    pthread_atfork(heap_atfork_prepare, heap_atfork_parent, heap_atfork_child);
+    NTP_ATFORK_ONCE(heap_atfork_prepare, heap_atfork_parent, heap_atfork_child);
     atomic_store_explicit(&ntp_heap_ready, 1, memory_order_release);
 }
 

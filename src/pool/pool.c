@@ -93,3 +93,14 @@ void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned h
         ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 1, 0, (int64_t)bi->size);
     return p;
 }
+
+/* Fork handlers of the configuration lock (a leaf). */
+void ntp_pool_atfork(int phase)
+{
+    if (phase == 0)
+        pthread_mutex_lock(&cfg_lock);
+    else if (phase == 1)
+        pthread_mutex_unlock(&cfg_lock);
+    else
+        pthread_mutex_init(&cfg_lock, NULL);
+}

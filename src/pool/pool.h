@@ -24,6 +24,7 @@ typedef struct ntp_pool_config {
 
 void ntp_pool_configure(const ntp_pool_config_t *cfg);
 void ntp_pool_get_config(ntp_pool_config_t *cfg);
+void ntp_pool_atfork(int phase); /* 0 prepare, 1 parent, 2 child */
 
 /* Count a refused allocation of kind (for ntpool_pool_info). */
 void ntp_pool_note_failure(unsigned kind);

@@ -35,7 +35,7 @@ static void tags_init_once(void)
     /* Registered after the engine's handlers, so our prepare runs before theirs (our locks
      * come first in the lock order). */
     ntpool_heap_init();
-    pthread_atfork(tags_atfork_prepare, tags_atfork_parent, tags_atfork_child);
+    NTP_ATFORK_ONCE(tags_atfork_prepare, tags_atfork_parent, tags_atfork_child);
 }
 
 void ntp_tags_init(void)

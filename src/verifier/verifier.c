@@ -16,11 +16,11 @@ _Atomic uint32_t ntp_vf_active;
 _Atomic uint32_t ntp_vf_flags;
 ntp_vf_counters_t ntp_vf_count;
 
-static pthread_mutex_t cfg_lock = PTHREAD_MUTEX_INITIALIZER;
-
+/* No lock of its own: each module configures under its own lock, and a configuration lock held
+ * across them would be taken before theirs - the reverse of the order their fork handlers take
+ * them in. Option changes racing from several threads apply in some order. */
 void ntp_vf_configure(void)
 {
-    pthread_mutex_lock(&cfg_lock);
     uint32_t flags = (uint32_t)ntp_opt_int(NTP_OPT_VERIFIER);
     ntp_sp_spec_t sp;
     ntp_lrs_spec_t lr;
@@ -34,7 +34,6 @@ void ntp_vf_configure(void)
     int selecting = sp.all || sp.ntags > 0 || sp.size_max > 0;
     atomic_store(&ntp_vf_flags, flags);
     atomic_store(&ntp_vf_active, flags != 0 || selecting);
-    pthread_mutex_unlock(&cfg_lock);
 }
 
 int ntp_vf_tag_match(const char *pat, uint32_t tag)
