@@ -95,6 +95,10 @@ typedef struct ntpool_verifier_stats {
     uint64_t special_pool_succeeded; /* served from special pool; the rest fell back */
     uint64_t allocations_failed;     /* refused, including injected failures */
     uint64_t faults_injected;        /* by low-resources simulation */
+    uint64_t special_pool_live;      /* special-pool blocks allocated now */
+    uint64_t special_pool_quarantined; /* freed special-pool pages kept inaccessible */
+    uint64_t special_pool_fallbacks; /* selected but served by normal pool (mappings, OS) */
+    uint32_t special_pool_guards;    /* 0 none yet, 1 guard regions (MADV_GUARD_INSTALL), 2 mprotect */
 } ntpool_verifier_stats_t;
 NTPOOL_API void ntpool_verifier_stats(ntpool_verifier_stats_t *st);
 

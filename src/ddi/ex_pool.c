@@ -101,7 +101,7 @@ NTP_COLD NTP_NORETURN static void bad_irql_alloc(const ex_req_t *r, const ntp_vf
 {
     ntp_bc_info_t in = NTP_BC_INFO(r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller);
     if (ntp_load(&ntp_vf_active)) {
-        if (vr->want_special || ntp_sp_selected(vr))
+        if (n < PAGE_SIZE && (vr->want_special || ntp_sp_selected(vr)))
             ntp_bugcheck(SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION, irql, (uintptr_t)r->pool_type, n, 0x30, &in);
         if (ntp_load(&ntp_vf_flags))
             ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, r->kind == NTPOOL_KIND_PAGED ? 0x01 : 0x02,
@@ -144,8 +144,10 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
 {
     ntp_ensure_init();
     KIRQL irql = ntp_irql;
-    ntp_vf_req_t vr = {n, r->label & NTPOOL_LABEL_ID, r->kind, r->level, r->placement,
-                       r->want_special, NTP_VF_API_POOL, irql, r->pool_type, r->caller};
+    ntp_vf_req_t vr = {.size = n, .tag = r->label & NTPOOL_LABEL_ID, .kind = r->kind,
+                       .level = r->level, .placement = r->placement, .want_special = r->want_special,
+                       .api = NTP_VF_API_POOL, .irql = irql, .line_align = (r->hflags & NTPOOL_HA_LINE) != 0,
+                       .quota = r->quota, .pool_type = r->pool_type, .caller = r->caller};
     if (irql > APC_LEVEL && (irql > DISPATCH_LEVEL || r->kind == NTPOOL_KIND_PAGED))
         bad_irql_alloc(r, &vr, n, irql);
     check_tag(r->label & NTPOOL_LABEL_ID, r->pool_type, n, r->caller);

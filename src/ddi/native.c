@@ -233,4 +233,10 @@ NTPOOL_API void ntpool_verifier_stats(ntpool_verifier_stats_t *st)
     st->special_pool_requested = ntp_load(&ntp_vf_count.special_requested);
     st->allocations_failed = ntp_load(&ntp_vf_count.failed);
     st->faults_injected = ntp_load(&ntp_vf_count.injected);
+    ntp_sp_stats_t sp;
+    ntp_sp_stats(&sp);
+    st->special_pool_live = sp.live;
+    st->special_pool_quarantined = sp.quarantined;
+    st->special_pool_fallbacks = sp.fallback_budget + sp.fallback_os;
+    st->special_pool_guards = (uint32_t)sp.mode;
 }

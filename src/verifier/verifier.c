@@ -76,8 +76,9 @@ ntp_vf_verdict_t ntp_vf_alloc(const ntp_vf_req_t *r, void **out, size_t *bsize, 
         atomic_fetch_add_explicit(&ntp_vf_count.failed, 1, memory_order_relaxed);
         return NTP_VF_FAIL;
     }
-    /* Special pool serves blocks below a page only; bigger ones are not counted (as Verifier). */
-    if (r->size < 4096 && (r->want_special || ntp_sp_selected(r))) {
+    /* Special pool serves blocks below a page only; bigger ones are not counted (as Verifier).
+     * Nor quota blocks: the quota charge and its release stay with the normal pool. */
+    if (r->size < 4096 && !r->quota && (r->want_special || ntp_sp_selected(r))) {
         atomic_fetch_add_explicit(&ntp_vf_count.special_requested, 1, memory_order_relaxed);
         int underrun = r->placement == NTP_VF_PLACE_UNDERRUN;
         void *p = ntp_sp_alloc(r, r->placement == NTP_VF_PLACE_DEFAULT ? -1 : underrun, bsize);

@@ -52,6 +52,8 @@ typedef struct ntp_vf_req {
     uint8_t want_special; /* POOL_FLAG_SPECIAL_POOL: special pool for this call if possible */
     uint8_t api;        /* ntp_vf_api_t */
     uint8_t irql;       /* the caller's IRQL */
+    uint8_t line_align; /* cache-line alignment asked for (CacheAligned types, the flag) */
+    uint8_t quota;      /* charged to the process quota: special pool does not serve these */
     int pool_type;      /* POOL_TYPE for reports */
     const void *caller; /* return address of the DDI call */
 } ntp_vf_req_t;
@@ -91,6 +93,22 @@ void *ntp_sp_alloc(const ntp_vf_req_t *r, int underrun, size_t *bsize);
 int ntp_sp_contains(const void *p);
 void ntp_sp_free(void *p, uint32_t expect, const void *caller);
 size_t ntp_sp_block_size(const void *p, uint32_t *tag);
+
+/* What special pool tells the stats and the tests. */
+typedef struct ntp_sp_stats {
+    uint64_t live;              /* special-pool blocks allocated now */
+    uint64_t quarantined;       /* freed pages held inaccessible now */
+    uint64_t regions;           /* 1 GiB regions reserved */
+    uint64_t mode;              /* 0 not decided yet, 1 guard regions, 2 mprotect */
+    uint64_t mappings;          /* mprotect mode: mappings the open data pages may cost now */
+    uint64_t mapping_budget;    /* mprotect mode: at most this many */
+    uint64_t fallback_budget;   /* sent to normal pool: the mapping budget was spent */
+    uint64_t fallback_os;       /* sent to normal pool: an OS call failed or no address space */
+    uint64_t unprotected_frees; /* freed pages that could not be made inaccessible */
+} ntp_sp_stats_t;
+void ntp_sp_stats(ntp_sp_stats_t *st);
+/* Tests: the mprotect-mode mapping budget (0: derive it from vm.max_map_count again). */
+void ntp_sp_set_mapping_budget(uint64_t mappings);
 
 /* ---- pool tracking (track.c) ----------------------------------------------------------------- */
 
