@@ -102,6 +102,69 @@ typedef struct ntpool_verifier_stats {
 } ntpool_verifier_stats_t;
 NTPOOL_API void ntpool_verifier_stats(ntpool_verifier_stats_t *st);
 
+/* ---- drivers and pool tracking --------------------------------------------------------------------
+ * A driver is a shared object exporting DriverEntry, built against <ntpool/wdm.h> and linked to
+ * nothing: its imports resolve to the host's ntpool routines, as a Windows driver's resolve to
+ * ntoskrnl's exports. So the host must export them: it links libntpool.so, or links ntpool
+ * statically with -rdynamic (CMake: ENABLE_EXPORTS). See examples/driver.
+ *
+ * ntpool_driver_load dlopens the driver, builds its DRIVER_OBJECT (DriverName "\Driver\<file name
+ * without .so>"), passes registry_path (NULL: \Registry\Machine\System\CurrentControlSet\Services\
+ * <name>) and calls DriverEntry at PASSIVE_LEVEL; it returns DriverEntry's status, or one of the
+ * load errors below. When DriverEntry fails the driver is unloaded without DriverUnload, as
+ * Windows does, and *out is NULL. ntpool_driver_unload calls DriverUnload, then the leak check:
+ * with pool tracking on (NTPOOL_VERIFIER 0x8), outstanding allocations of the driver are bug check
+ * 0xC4/0x62 (P2 = &DriverName, P4 = their number), whose report lists each block. drv is gone once
+ * ntpool_driver_unload returns; if a bug-check handler leaves it by longjmp, drv stays valid and a
+ * later ntpool_driver_unload repeats only the leak check. A driver unloaded with tracked blocks
+ * outstanding stays mapped, so that later reports still name its code. A driver without
+ * DriverUnload cannot be unloaded (STATUS_INVALID_DEVICE_REQUEST), as in Windows. */
+typedef struct ntpool_driver ntpool_driver_t;
+NTPOOL_API NTSTATUS ntpool_driver_load(const char *so_path, PCWSTR registry_path,
+                                       ntpool_driver_t **out);
+NTPOOL_API NTSTATUS ntpool_driver_unload(ntpool_driver_t *drv);
+NTPOOL_API PDRIVER_OBJECT ntpool_driver_object(ntpool_driver_t *drv);
+
+/* Load errors (Windows's values). */
+#ifndef STATUS_INVALID_DEVICE_REQUEST
+#define STATUS_INVALID_DEVICE_REQUEST ((NTSTATUS)0xC0000010L) /* no DriverUnload */
+#endif
+#ifndef STATUS_PROCEDURE_NOT_FOUND
+#define STATUS_PROCEDURE_NOT_FOUND ((NTSTATUS)0xC000007AL) /* no DriverEntry */
+#endif
+#ifndef STATUS_INVALID_IMAGE_FORMAT
+#define STATUS_INVALID_IMAGE_FORMAT ((NTSTATUS)0xC000007BL) /* not a loadable shared object */
+#endif
+#ifndef STATUS_IMAGE_ALREADY_LOADED
+#define STATUS_IMAGE_ALREADY_LOADED ((NTSTATUS)0xC000010EL)
+#endif
+#ifndef STATUS_INVALID_DEVICE_STATE
+#define STATUS_INVALID_DEVICE_STATE ((NTSTATUS)0xC0000184L) /* called above PASSIVE_LEVEL */
+#endif
+#ifndef STATUS_DRIVER_ENTRYPOINT_NOT_FOUND
+#define STATUS_DRIVER_ENTRYPOINT_NOT_FOUND ((NTSTATUS)0xC0000263L) /* an import is missing */
+#endif
+
+/* Pool tracking's counters for one driver, or with drv NULL for the process: every tracked
+ * allocation whose caller is in no loaded driver. Bytes are the bytes requested. Returns 0, or
+ * EINVAL. */
+typedef struct ntpool_driver_stats {
+    uint64_t nonpaged_allocations, peak_nonpaged_allocations; /* outstanding blocks */
+    uint64_t nonpaged_bytes, peak_nonpaged_bytes;
+    uint64_t paged_allocations, peak_paged_allocations;
+    uint64_t paged_bytes, peak_paged_bytes;
+    uint64_t total_allocations, total_frees; /* tracked since load */
+    int unloading;  /* ntpool_driver_unload has begun (allocating now is bug check 0xC4/0x61) */
+    char name[128]; /* "\Driver\<name>", or "the process" */
+} ntpool_driver_stats_t;
+NTPOOL_API int ntpool_driver_stats(ntpool_driver_t *drv, ntpool_driver_stats_t *st);
+
+/* Write every tracked block still allocated - the process's and each driver's, with size, tag,
+ * pool type and caller - to fd (-1: only count them). Returns their number. Lists what pool
+ * tracking recorded, whether or not it is still on. With tracking on, the same report goes to
+ * stderr at process exit if anything is outstanding. */
+NTPOOL_API size_t ntpool_leak_report(int fd);
+
 /* Return empty memory to the OS now (and the calling thread's cached empty spans). */
 NTPOOL_API void ntpool_trim(void);
 /* Hand the calling thread's cached blocks and counters back now, as thread exit does. */

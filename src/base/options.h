@@ -44,6 +44,11 @@ typedef enum ntp_opt_type {
       "Low-resources simulation (Verifier flags 0x4, 0x40000): probability `p` in 1/10000 "         \
       "(default 600), `seed`, `tags` patterns (repeatable), `skip` first allocations, `log` file "  \
       "of the call stacks systematic mode has failed.")                                             \
+    X(TRACK_STACK, "NTPOOL_TRACK_STACK", NTP_OPT_UINT, "0", "4",                                     \
+      "Pool tracking: frames of call stack (0-8) recorded above each allocation's caller and "      \
+      "shown in leak reports.")                                                                     \
+    X(LEAK_REPORT, "NTPOOL_LEAK_REPORT", NTP_OPT_BOOL, "1", "0",                                    \
+      "Pool tracking: at exit, write the blocks still allocated to stderr.")                        \
     X(BUGCHECK, "NTPOOL_BUGCHECK", NTP_OPT_STRING, "abort", "exit:66",                              \
       "What happens after a bug-check report: `abort` (SIGABRT), `exit:N` (_exit(N)), `trap` "      \
       "(a breakpoint trap, for debuggers).")                                                        \

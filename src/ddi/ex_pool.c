@@ -180,14 +180,14 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
             atomic_fetch_add_explicit(&ntp_vf_count.failed, 1, memory_order_relaxed);
         return ex_fail(r, n, STATUS_INSUFFICIENT_RESOURCES);
     }
-    if (ntp_unlikely(verified))
-        ntp_vf_allocated(&vr, p, bi.size);
     if (r->quota && !ntp_pool_quota_charge(bi.size)) {
         ntp_pool_free(p, 0, &bi);
         return ex_fail(r, n, r->quota_status ? STATUS_QUOTA_EXCEEDED : STATUS_INSUFFICIENT_RESOURCES);
     }
     if (r->zero && !bi.fresh)
         memset(p, 0, sz <= NTPOOL_SMALL_MAX ? NTP_ALIGN_UP(sz, 16) : sz);
+    if (ntp_unlikely(verified))
+        ntp_vf_allocated(&vr, p, bi.size); /* last: tracking writes its trailer after the zeroing */
     return p;
 }
 
@@ -566,5 +566,6 @@ NTPOOL_API SIZE_T ExQueryPoolBlockSize(PVOID p, PBOOLEAN quota)
     }
     if (quota)
         *quota = (bi.label & NTPOOL_LABEL_FLAG) ? TRUE : FALSE;
-    return bi.size;
+    size_t tracked = ntp_load(&ntp_vf_active) ? ntp_vf_tracked_size(p) : 0;
+    return tracked ? tracked : bi.size; /* pool tracking's trailer is not the caller's */
 }

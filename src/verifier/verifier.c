@@ -30,6 +30,7 @@ void ntp_vf_configure(void)
     if (flags & NTP_VF_SPECIAL_POOL)
         sp.all = sp.all || (sp.ntags == 0 && sp.size_max == 0); /* flag 0x1: all, unless narrowed */
     ntp_sp_configure(&sp);
+    ntp_track_configure((flags & NTP_VF_POOL_TRACKING) != 0);
     ntp_lrs_configure(&lr, (flags & NTP_VF_LOW_RESOURCES) != 0, (flags & NTP_VF_SYSTEMATIC_LRS) != 0);
     int selecting = sp.all || sp.ntags > 0 || sp.size_max > 0;
     atomic_store(&ntp_vf_flags, flags);
@@ -76,6 +77,9 @@ ntp_vf_verdict_t ntp_vf_alloc(const ntp_vf_req_t *r, void **out, size_t *bsize, 
         atomic_fetch_add_explicit(&ntp_vf_count.failed, 1, memory_order_relaxed);
         return NTP_VF_FAIL;
     }
+    /* Tracking first: an allocation by a driver that is unloading is its bug check (0x61). */
+    if (flags & NTP_VF_POOL_TRACKING)
+        *extra = ntp_track_extra(r);
     /* Special pool serves blocks below a page only; bigger ones are not counted (as Verifier).
      * Nor quota blocks: the quota charge and its release stay with the normal pool. */
     if (r->size < 4096 && !r->quota && (r->want_special || ntp_sp_selected(r))) {
@@ -86,12 +90,13 @@ ntp_vf_verdict_t ntp_vf_alloc(const ntp_vf_req_t *r, void **out, size_t *bsize, 
             atomic_fetch_add_explicit(&ntp_vf_count.special_succeeded, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&ntp_vf_count.succeeded, 1, memory_order_relaxed);
             ntp_tags_count(r->tag, r->kind, 1, 0, (int64_t)*bsize);
+            if (flags & NTP_VF_POOL_TRACKING)
+                ntp_track_alloc(r, p, *bsize); /* special pool checks its own slack */
             *out = p;
+            *extra = 0;
             return NTP_VF_DONE;
         }
     }
-    if (flags & NTP_VF_POOL_TRACKING)
-        *extra = ntp_track_extra(r);
     return NTP_VF_PROCEED;
 }
 
@@ -109,7 +114,10 @@ int ntp_vf_owns(const void *p)
 
 void ntp_vf_free_special(void *p, uint32_t expect, const void *caller)
 {
-    ntp_sp_free(p, expect, caller);
+    uint32_t tag = 0;
+    size_t size = ntp_sp_block_size(p, &tag);
+    ntp_sp_free(p, expect, caller); /* bug checks a bad free before anything changes */
+    ntp_track_free(p, size, tag, 0, caller);
 }
 
 void ntp_vf_freeing(void *p, size_t block_size, uint32_t tag, unsigned kind, const void *caller)
@@ -121,4 +129,9 @@ void ntp_vf_freeing(void *p, size_t block_size, uint32_t tag, unsigned kind, con
 size_t ntp_vf_block_size(const void *p, uint32_t *tag)
 {
     return ntp_sp_block_size(p, tag);
+}
+
+size_t ntp_vf_tracked_size(const void *p)
+{
+    return ntp_track_size(p);
 }

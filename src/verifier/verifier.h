@@ -78,6 +78,8 @@ void ntp_vf_free_special(void *p, uint32_t expect, const void *caller);
 void ntp_vf_freeing(void *p, size_t block_size, uint32_t tag, unsigned kind, const void *caller);
 /* Size and tag of a live special-pool block (0 if none): ExQueryPoolBlockSize. */
 size_t ntp_vf_block_size(const void *p, uint32_t *tag);
+/* The caller's size of a block pool tracking extended with its trailer (0: not tracked). */
+size_t ntp_vf_tracked_size(const void *p);
 /* Does pattern (poolmon style: '*' any tail, '?' any one character) match the tag? */
 int ntp_vf_tag_match(const char *pattern, uint32_t tag);
 /* Re-read NTPOOL_VERIFIER, NTPOOL_SPECIAL_POOL and NTPOOL_LOW_RESOURCES. */
@@ -115,6 +117,21 @@ void ntp_sp_set_mapping_budget(uint64_t mappings);
 size_t ntp_track_extra(const ntp_vf_req_t *r);
 void ntp_track_alloc(const ntp_vf_req_t *r, void *p, size_t bsize);
 void ntp_track_free(void *p, size_t block_size, uint32_t tag, unsigned kind, const void *caller);
+/* Tracking turned on (1) or off (0): a new epoch, so older records' trailers are not trusted. */
+void ntp_track_configure(int on);
+/* The size a tracked live block was asked for, rounded to 16; 0 if p is not tracked. */
+size_t ntp_track_size(const void *p);
+
+/* Drivers (src/ddi/driver.c): allocations whose caller lies in [start, start + size) are charged
+ * to the module. ntp_track_module_add: 0, ENOMEM, or EEXIST (a driver loaded twice). */
+typedef struct ntp_trk_mod ntp_trk_mod_t;
+struct ntpool_driver_stats;
+int ntp_track_module_add(const char *name, const void *start, size_t size, const void *bc_name,
+                         ntp_trk_mod_t **out);
+void ntp_track_module_unloading(ntp_trk_mod_t *m);
+/* After DriverUnload: the leak check (bug check 0xC4/0x62); returns the blocks outstanding. */
+size_t ntp_track_module_unload(ntp_trk_mod_t *m);
+void ntp_track_module_stats(const ntp_trk_mod_t *m, struct ntpool_driver_stats *st);
 
 /* ---- low-resources simulation (lowres.c) ----------------------------------------------------- */
 
