@@ -36,7 +36,8 @@ typedef enum ntp_opt_type {
     X(VERIFIER, "NTPOOL_VERIFIER", NTP_OPT_UINT, "0", "0x9",                                        \
       "Driver Verifier options, numbered as `verifier /flags` numbers them: 0x1 special pool, 0x2 " \
       "IRQL checking, 0x4 low-resources simulation, 0x8 pool tracking, 0x40000 systematic "         \
-      "low-resources simulation. Any flag also turns on the automatic checks (0xC4 codes).")        \
+      "low-resources simulation, 0x2000000 code integrity checks. Any flag also turns on the "        \
+      "automatic checks (0xC4 codes).")        \
     X(SPECIAL_POOL, "NTPOOL_SPECIAL_POOL", NTP_OPT_STRING, "", "Tst*,size=64-128",                  \
       "Which allocations special pool takes, even without NTPOOL_VERIFIER: tag patterns with `*` "  \
       "and `?`, `*` for all, `size=A-B`; `underrun` puts blocks at the page start.")               \

@@ -139,6 +139,20 @@ NTP_INLINE void check_tag(uint32_t tag, int pool_type, size_t n, const void *cal
 
 /* ---- the one allocation path ------------------------------------------------------------------------ */
 
+/* Checks of the request itself that only the Verifier makes (spec/misuse.md rows 15, 24). */
+static void vf_request_checks(const ex_req_t *r, const ntp_vf_req_t *vr)
+{
+    uint32_t flags = ntp_load(&ntp_vf_flags);
+    ntp_bc_info_t in = NTP_BC_INFO(vr->tag, r->pool_type, 1, vr->size, NULL, r->caller);
+    /* Code integrity (0x2000000): executable pool is not for a driver (memory integrity). */
+    if ((flags & NTP_VF_CODE_INTEGRITY) && r->kind == NTPOOL_KIND_EXEC)
+        ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x2000, (uintptr_t)r->caller,
+                     (uintptr_t)r->pool_type, vr->tag, &in);
+    /* Pool tracking: quota charged from a DPC routine (there is no process to charge). */
+    if ((flags & NTP_VF_POOL_TRACKING) && r->quota && vr->irql == DISPATCH_LEVEL)
+        ntp_bugcheck(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x10B, 0, 0, 0, &in);
+}
+
 /* Every request that the fast path below did not complete. */
 NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
 {
@@ -157,6 +171,8 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
     ntpool_block_info_t bi;
     void *p = NULL;
     int verified = ntp_load(&ntp_vf_active) || r->want_special;
+    if (ntp_unlikely(verified))
+        vf_request_checks(r, &vr);
     if (ntp_unlikely(verified)) {
         size_t extra = 0;
         switch (ntp_vf_alloc(&vr, &p, &bi.size, &extra)) {

@@ -22,6 +22,7 @@
 #define NTP_VF_LOW_RESOURCES 0x00004u
 #define NTP_VF_POOL_TRACKING 0x00008u
 #define NTP_VF_SYSTEMATIC_LRS 0x40000u
+#define NTP_VF_CODE_INTEGRITY 0x2000000u
 
 /* Nonzero while any verifier feature or special-pool selection is on. The fast paths test it. */
 extern _Atomic uint32_t ntp_vf_active;

@@ -166,6 +166,47 @@ START_TEST(option_grammar)
 }
 END_TEST
 
+/* misuse.md row 15: executable nonpaged pool under code integrity checks (0x2000000). */
+START_TEST(code_integrity)
+{
+    verifier_on("0x2000000");
+    EXPECT_BUGCHECK(0xC4, 0x2000, ExAllocatePoolWithTag(NonPagedPool, 64, TAG));
+    ck_assert_uint_ne(ntp_bc.p[1], 0); /* the caller's address */
+    ck_assert_uint_eq(ntp_bc.p[2], NonPagedPool);
+    ck_assert_uint_eq(ntp_bc.p[3], TAG);
+    EXPECT_BUGCHECK(0xC4, 0x2000, ExAllocatePool2(POOL_FLAG_NON_PAGED_EXECUTE, 64, TAG));
+    /* NX and paged pool are what it asks for: no report. */
+    void *a = ExAllocatePoolWithTag(NonPagedPoolNx, 64, TAG), *b = ExAllocatePoolWithTag(PagedPool, 64, TAG);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ExFreePool(a);
+    ExFreePool(b);
+    /* Without the flag, executable pool is allowed. */
+    verifier_on("0x8");
+    void *c = ExAllocatePoolWithTag(NonPagedPool, 64, TAG);
+    ck_assert_ptr_nonnull(c);
+    ExFreePool(c);
+}
+END_TEST
+
+/* misuse.md row 24: quota charged from a DPC (DISPATCH_LEVEL) under pool tracking. */
+START_TEST(quota_from_dpc)
+{
+    verifier_on("0x8");
+    KIRQL old;
+    KeRaiseIrql(DISPATCH_LEVEL, &old);
+    EXPECT_BUGCHECK(0xC4, 0x10B, ExAllocatePoolWithQuotaTag(NonPagedPoolNx, 64, TAG));
+    EXPECT_BUGCHECK(0xC4, 0x10B, ExAllocatePool2(POOL_FLAG_NON_PAGED | POOL_FLAG_USE_QUOTA, 64, TAG));
+    void *p = ExAllocatePool2(POOL_FLAG_NON_PAGED, 64, TAG); /* no quota: fine at DISPATCH */
+    ck_assert_ptr_nonnull(p);
+    ExFreePool(p);
+    KeLowerIrql(old);
+    p = ExAllocatePoolWithQuotaTag(NonPagedPoolNx, 64, TAG); /* at PASSIVE: fine */
+    ck_assert_ptr_nonnull(p);
+    ExFreePool(p);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("verifier");
@@ -175,5 +216,7 @@ int main(void)
     NTP_CASE(s, "free_misuse", free_misuse);
     NTP_CASE(s, "counters", counters_and_fast_path_off);
     NTP_CASE(s, "option_grammar", option_grammar);
+    NTP_CASE(s, "code_integrity", code_integrity);
+    NTP_CASE(s, "quota_from_dpc", quota_from_dpc);
     return ntp_test_main(s);
 }
