@@ -519,8 +519,14 @@ static ntpool_hf_t classify(uintptr_t a, ntp_span_t **sp, uint32_t *idxp, ntpool
     if ((a >> NTP_VA_BITS) != 0)
         return NTPOOL_HF_NOT_OURS;
     uint8_t m = ntp_load(&ntp_segmap[a >> NTP_SEG_SHIFT]);
-    if (m == NTP_SEGMAP_NONE)
-        return NTPOOL_HF_NOT_OURS;
+    if (m == NTP_SEGMAP_NONE) {
+        unsigned kind;
+        if (!ntp_jumbo_was_freed(a, &kind))
+            return NTPOOL_HF_NOT_OURS;
+        info->kind = (uint8_t)kind; /* a big block already freed and unmapped */
+        info->big = 1;
+        return NTPOOL_HF_NOT_ALLOCATED;
+    }
     if (m == NTP_SEGMAP_JUMBO) {
         /* Inside a jumbo block beyond its first 4 MiB: find the head cell. */
         uintptr_t c = a & ~(NTP_SEG_SIZE - 1);

@@ -207,6 +207,8 @@ ntp_span_t *ntp_span_carve(unsigned kind, unsigned nslices);
 void ntp_span_release(ntp_span_t *s);
 ntp_span_t *ntp_huge_alloc(unsigned kind, size_t size, unsigned level);
 void ntp_huge_free(ntp_span_t *s);
+/* Was a block larger than a segment at address a freed (and unmapped) lately? */
+int ntp_jumbo_was_freed(uintptr_t a, unsigned *kind);
 int ntp_commit(unsigned kind, uint64_t bytes, unsigned level);
 void ntp_refresh_closed(unsigned budget);
 void ntp_uncommit(unsigned kind, uint64_t bytes);

@@ -159,6 +159,31 @@ static ntp_segment_t *seg_map(unsigned kind, size_t size, int jumbo)
     return seg;
 }
 
+/* Blocks larger than a segment are unmapped when freed, so their address stops being ours.
+ * The last few are remembered (block address | kind), so that a second free of one is still
+ * seen as a free of a big block that is gone, not of memory the pool never had. */
+#define JUMBO_RING 64
+static _Atomic uintptr_t jumbo_freed[JUMBO_RING];
+static _Atomic unsigned jumbo_next;
+
+static void jumbo_remember(uintptr_t block, unsigned kind)
+{
+    unsigned i = atomic_fetch_add_explicit(&jumbo_next, 1, memory_order_relaxed) % JUMBO_RING;
+    ntp_store(&jumbo_freed[i], block | kind);
+}
+
+int ntp_jumbo_was_freed(uintptr_t a, unsigned *kind)
+{
+    for (unsigned i = 0; i < JUMBO_RING; i++) {
+        uintptr_t v = ntp_load(&jumbo_freed[i]);
+        if (v != 0 && (v & ~(uintptr_t)(NTP_PAGE_SIZE - 1)) == a) {
+            *kind = (unsigned)(v & (NTP_PAGE_SIZE - 1));
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Unmap a segment; 0 on success. On failure it stays ours (mapped, in the list). */
 static int seg_unmap(unsigned kind, ntp_segment_t *seg)
 {
@@ -400,9 +425,11 @@ void ntp_huge_free(ntp_span_t *s)
     k->huge_live--;
     pthread_mutex_unlock(&k->lock);
     if (s->seg->jumbo) {
+        uintptr_t block = s->base;
         ntp_uncommit(kind, s->charged);
         pthread_mutex_lock(&k->lock);
-        seg_unmap(kind, s->seg);
+        if (seg_unmap(kind, s->seg) == 0)
+            jumbo_remember(block, kind);
         pthread_mutex_unlock(&k->lock);
         return;
     }

@@ -325,10 +325,11 @@ END_TEST
 
 START_TEST(double_free_big)
 {
-    static const size_t sizes[] = {4096, 65536, SZ_HUGE};
+    /* Up to a block larger than a segment (4 MiB), which is unmapped at its first free. */
+    static const size_t sizes[] = {4096, 65536, SZ_HUGE, 5000000};
     static const POOL_FLAGS kinds[] = {POOL_FLAG_NON_PAGED, POOL_FLAG_PAGED};
     for (size_t k = 0; k < 2; k++)
-        for (size_t s = 0; s < 3; s++) {
+        for (size_t s = 0; s < 4; s++) {
             bystanders_t b;
             bystanders_make(&b, kinds[k], sizes[s]);
             void *a = ExAllocatePool2(kinds[k], sizes[s], TAG);
