@@ -12,6 +12,7 @@
 
 #include "options.h"
 #include "vfopts.h"
+#include "fmt.h"
 #include "../../include/ntpool/ntpool.h"
 
 #define OPT_STR_MAX 256
@@ -105,6 +106,32 @@ static int valid_thresholds(const char *s)
     return end != s2 && *end == 0 && lo >= 1 && hi >= lo && hi <= 100;
 }
 
+int ntp_parse_preload_tag(const char *s, uint32_t *tag, int *per_site)
+{
+    *per_site = strcmp(s, "per-site") == 0;
+    *tag = 0;
+    if (*per_site)
+        return 0;
+    size_t n = strlen(s);
+    int alnum = 0;
+    if (n == 0 || n > 4)
+        return EINVAL;
+    for (size_t i = 0; i < 4; i++) {
+        unsigned char c = i < n ? (unsigned char)s[i] : ' ';
+        if (c < 0x20 || c >= 0x7F)
+            return EINVAL;
+        alnum |= isalnum(c) != 0;
+        *tag |= (uint32_t)c << (8 * i);
+    }
+    /* The pool's tag rules: a letter or digit, and not "BIG " (0xC2/0x9D, 0xC2/0x9C). */
+    return alnum && *tag != 0x20474942u ? 0 : EINVAL;
+}
+
+static int valid_preload_stats(const char *s)
+{
+    return strcmp(s, "0") == 0 || strcmp(s, "1") == 0 || strcmp(s, "tags") == 0;
+}
+
 /* Parse text into option id's storage. Caller holds the lock. */
 static int set_locked(ntp_opt_id_t id, const char *text)
 {
@@ -144,6 +171,14 @@ static int set_locked(ntp_opt_id_t id, const char *text)
             return EINVAL;
         if (id == NTP_OPT_PRIORITY_THRESHOLDS && !valid_thresholds(text))
             return EINVAL;
+        if (id == NTP_OPT_PRELOAD_STATS && !valid_preload_stats(text))
+            return EINVAL;
+        if (id == NTP_OPT_PRELOAD_TAG) {
+            uint32_t tag;
+            int per_site;
+            if (ntp_parse_preload_tag(text, &tag, &per_site) != 0)
+                return EINVAL;
+        }
         if (id == NTP_OPT_SPECIAL_POOL || id == NTP_OPT_LOW_RESOURCES) {
             ntp_sp_spec_t sp;
             ntp_lrs_spec_t lr;
@@ -162,6 +197,20 @@ static int set_locked(ntp_opt_id_t id, const char *text)
     return 0;
 }
 
+/* "ntpool: NTPOOL_X is not valid; using the default `d`" on stderr (no stdio: malloc may be us). */
+static void warn_bad_env(const char *var, const char *def)
+{
+    ntp_buf_t b;
+    char text[192];
+    ntp_buf_init(&b, text, sizeof text);
+    ntp_buf_str(&b, "ntpool: ");
+    ntp_buf_str(&b, var);
+    ntp_buf_str(&b, " is not valid; using the default `");
+    ntp_buf_str(&b, def);
+    ntp_buf_str(&b, "`\n");
+    ntp_write_all(2, text, b.len);
+}
+
 static void load_once(void)
 {
     pthread_mutex_lock(&opts.lock);
@@ -169,8 +218,10 @@ static void load_once(void)
         (void)set_locked((ntp_opt_id_t)i, desc[i].def);
         const char *env = getenv(desc[i].var);
         /* A bad value in the environment keeps the default: the library must still start. */
-        if (env != NULL && set_locked((ntp_opt_id_t)i, env) != 0)
+        if (env != NULL && set_locked((ntp_opt_id_t)i, env) != 0) {
             (void)set_locked((ntp_opt_id_t)i, desc[i].def);
+            warn_bad_env(desc[i].var, desc[i].def);
+        }
     }
     pthread_mutex_unlock(&opts.lock);
 }

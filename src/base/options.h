@@ -61,7 +61,18 @@ typedef enum ntp_opt_type {
       "Milliseconds that free pages stay resident before they go back to the OS.")                  \
     X(LOCK_NONPAGED, "NTPOOL_LOCK_NONPAGED", NTP_OPT_TRISTATE, "0", "auto",                         \
       "Lock nonpaged pool in memory (mlock2 MLOCK_ONFAULT): `1`, `auto` (when the process may "     \
-      "lock memory), `0`. Locked pages go back to the OS only a whole segment at a time.")
+      "lock memory), `0`. Locked pages go back to the OS only a whole segment at a time.")        \
+    X(PRELOAD_TAG, "NTPOOL_PRELOAD_TAG", NTP_OPT_STRING, "Mllc", "per-site",                        \
+      "Malloc shim: the tag of every block, 1 to 4 characters (padded with spaces) with a letter "  \
+      "or digit; `per-site`: a tag per call site.")                                                 \
+    X(PRELOAD_STATS, "NTPOOL_PRELOAD_STATS", NTP_OPT_STRING, "0", "tags",                           \
+      "Malloc shim: at exit, `1` writes one line of totals (allocations, frees, live, tags, peak "   \
+      "committed), `tags` also one line per tag with its call site.")                               \
+    X(PRELOAD_STATS_FILE, "NTPOOL_PRELOAD_STATS_FILE", NTP_OPT_STRING, "", "/tmp/pool.txt",         \
+      "Malloc shim: append the exit statistics to this file instead of stderr.")                    \
+    X(PRELOAD_SITES, "NTPOOL_PRELOAD_SITES", NTP_OPT_STRING, "", "/tmp/sites.txt",                  \
+      "Malloc shim: at exit, append the map from per-site tags to call sites to this file, in "     \
+      "pooltag.txt form.")
 
 typedef enum ntp_opt_id {
 #define NTP_OPT_ENUM(id, var, type, def, ex, help) NTP_OPT_##id,
@@ -76,6 +87,10 @@ void ntp_options_load(void);
 int64_t ntp_opt_int(ntp_opt_id_t id);
 /* Current text of a STRING option (points to static storage; stable until the next set). */
 const char *ntp_opt_str(ntp_opt_id_t id);
+/* NTPOOL_PRELOAD_TAG's value: 0 and *per_site = 1 for "per-site", 0 and the tag (memory order,
+ * padded with spaces) for 1 to 4 printable characters with a letter or digit, not "BIG";
+ * EINVAL otherwise. */
+int ntp_parse_preload_tag(const char *s, uint32_t *tag, int *per_site);
 /* Parse "<digits>[KMGT]" etc. Returns 0 on success. */
 int ntp_parse_size(const char *s, uint64_t *out);
 /* Fork handlers for the option lock: 0 prepare, 1 parent, 2 child. */

@@ -505,8 +505,9 @@ NTP_COLD NTP_NORETURN static void bad_irql_free(void *p, KIRQL irql, int type, u
     ntp_bugcheck(BAD_POOL_CALLER, 0x09, irql, (uintptr_t)(type < 0 ? 0 : type), (uintptr_t)p, in);
 }
 
-/* Everything that is not a plain free of a block the thread owns, at low IRQL. */
-NTP_COLD static void ex_free_slow(void *p, uint32_t expect, const void *caller)
+/* Everything that is not a plain free of a block the thread owns, at low IRQL. The malloc
+ * shim's frees end here too, so both report misuse the same way. */
+NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
 {
     ntp_ensure_init();
     if (ntp_vf_owns(p)) {
@@ -546,7 +547,7 @@ NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
             ntp_pool_quota_release(bi.size);
         return;
     }
-    ex_free_slow(p, expect, caller);
+    ntp_ex_free_slow(p, expect, caller);
 }
 
 NTPOOL_API VOID ExFreePoolWithTag(PVOID p, ULONG tag)
@@ -582,6 +583,7 @@ NTPOOL_API SIZE_T ExQueryPoolBlockSize(PVOID p, PBOOLEAN quota)
     }
     if (quota)
         *quota = (bi.label & NTPOOL_LABEL_FLAG) ? TRUE : FALSE;
-    size_t tracked = ntp_load(&ntp_vf_active) ? ntp_vf_tracked_size(p) : 0;
-    return tracked ? tracked : bi.size; /* pool tracking's trailer is not the caller's */
+    size_t tracked = ntp_load(&ntp_vf_active) ? ntp_vf_request_size(p) : 0;
+    /* Pool tracking's trailer is not the caller's; the block is 16-byte granular. */
+    return tracked ? NTP_ALIGN_UP(tracked, 16) : bi.size;
 }

@@ -585,9 +585,9 @@ static size_t sp_offset(const ntp_vf_req_t *r, int underrun)
 {
     if (underrun)
         return 0;
-    size_t n = r->size ? r->size : 1, align = 16;
+    size_t n = r->size ? r->size : 1, align = NTP_MAX((size_t)16, (size_t)r->align);
     if (r->line_align) /* CacheAligned types and POOL_FLAG_CACHE_ALIGNED */
-        align = NTP_MAX(ntpool_os_cache_line(), 16);
+        align = NTP_MAX(ntpool_os_cache_line(), align);
     return NTP_ALIGN_DOWN(SP_PAGE - n, align);
 }
 
@@ -643,17 +643,32 @@ void *ntp_sp_alloc(const ntp_vf_req_t *r, int underrun, size_t *bsize)
     return page + s->offset;
 }
 
-size_t ntp_sp_block_size(const void *p, uint32_t *tag)
+/* The live block at exactly p, or NULL. */
+static sp_slot_t *sp_live_at(const void *p)
 {
     sp_loc_t L;
     if (!sp_locate(p, &L) || !L.data)
-        return 0;
+        return NULL;
     sp_slot_t *s = &L.rg->slot[L.s];
     if (sp_state(s) != SP_LIVE || (const char *)p != L.page + s->offset)
+        return NULL;
+    return s;
+}
+
+size_t ntp_sp_block_size(const void *p, uint32_t *tag)
+{
+    sp_slot_t *s = sp_live_at(p);
+    if (s == NULL)
         return 0;
     if (tag)
         *tag = s->tag;
     return sp_block_bytes(s);
+}
+
+size_t ntp_sp_request_size(const void *p)
+{
+    sp_slot_t *s = sp_live_at(p);
+    return s == NULL ? 0 : s->size ? s->size : 1;
 }
 
 /* ---- free ------------------------------------------------------------------------------------ */

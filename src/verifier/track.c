@@ -123,7 +123,18 @@ static void trk_postfork(void)
     pthread_rwlock_unlock(&trk_mods_lock);
 }
 
+/* The child starts the locks afresh: a rwlock remembers its writer's thread id, which is not the
+ * child's, so unlocking it there would release a read lock that was never taken. */
+static void trk_postfork_child(void)
+{
+    for (int i = 0; i < TRK_STRIPES; i++)
+        pthread_mutex_init(&trk_tab[i].lock, NULL);
+    pthread_rwlock_init(&trk_mods_lock, NULL);
+}
+
 static void trk_at_exit(void);
+/* Set when the malloc shim reports at exit itself, later than an atexit handler would. */
+static _Atomic int trk_exit_deferred;
 
 static void trk_init_once(void)
 {
@@ -145,8 +156,9 @@ static void trk_init_late(void)
         void *f[2];
         (void)backtrace(f, 2); /* its first call loads libgcc_s: not while recording a block */
     }
-    pthread_atfork(trk_prefork, trk_postfork, trk_postfork);
-    atexit(trk_at_exit);
+    pthread_atfork(trk_prefork, trk_postfork, trk_postfork_child);
+    if (!atomic_load(&trk_exit_deferred))
+        atexit(trk_at_exit);
 }
 
 static void trk_init(void)
@@ -845,6 +857,16 @@ NTPOOL_API size_t ntpool_leak_report(int fd)
 }
 
 /* At exit, with tracking on: what was never freed. */
+void ntp_track_defer_exit_report(void)
+{
+    atomic_store(&trk_exit_deferred, 1);
+}
+
+void ntp_track_exit_report(void)
+{
+    trk_at_exit();
+}
+
 static void trk_at_exit(void)
 {
     if (!trk_exit_report || !trk_tracking() || trk_count_all() == 0)
@@ -854,8 +876,7 @@ static void trk_at_exit(void)
     (void)ntpool_leak_report(2);
 }
 
-/* The size a tracked live block was asked for, rounded to 16 (ExQueryPoolBlockSize: the trailer
- * is not the caller's); 0 when p is not tracked. */
+/* The size a tracked live block was asked for (1 for zero bytes); 0 when p is not tracked. */
 size_t ntp_track_size(const void *p)
 {
     if (!atomic_load_explicit(&trk_ready, memory_order_acquire))
@@ -865,7 +886,7 @@ size_t ntp_track_size(const void *p)
     trk_stripe_t *s = trk_stripe(h);
     pthread_mutex_lock(&s->lock);
     trk_rec_t **pp = trk_slot(s, a, h);
-    size_t size = (pp != NULL && *pp != NULL) ? NTP_ALIGN_UP((*pp)->size ? (*pp)->size : 1, 16) : 0;
+    size_t size = (pp != NULL && *pp != NULL) ? ((*pp)->size ? (*pp)->size : 1) : 0;
     pthread_mutex_unlock(&s->lock);
     return size;
 }

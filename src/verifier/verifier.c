@@ -82,7 +82,7 @@ ntp_vf_verdict_t ntp_vf_alloc(const ntp_vf_req_t *r, void **out, size_t *bsize, 
         *extra = ntp_track_extra(r);
     /* Special pool serves blocks below a page only; bigger ones are not counted (as Verifier).
      * Nor quota blocks: the quota charge and its release stay with the normal pool. */
-    if (r->size < 4096 && !r->quota && (r->want_special || ntp_sp_selected(r))) {
+    if (r->size < 4096 && !r->quota && r->align <= 4096 && (r->want_special || ntp_sp_selected(r))) {
         atomic_fetch_add_explicit(&ntp_vf_count.special_requested, 1, memory_order_relaxed);
         int underrun = r->placement == NTP_VF_PLACE_UNDERRUN;
         void *p = ntp_sp_alloc(r, r->placement == NTP_VF_PLACE_DEFAULT ? -1 : underrun, bsize);
@@ -131,7 +131,7 @@ size_t ntp_vf_block_size(const void *p, uint32_t *tag)
     return ntp_sp_block_size(p, tag);
 }
 
-size_t ntp_vf_tracked_size(const void *p)
+size_t ntp_vf_request_size(const void *p)
 {
-    return ntp_track_size(p);
+    return ntp_sp_contains(p) ? ntp_sp_request_size(p) : ntp_track_size(p);
 }

@@ -55,6 +55,7 @@ typedef struct ntp_vf_req {
     uint8_t irql;       /* the caller's IRQL */
     uint8_t line_align; /* cache-line alignment asked for (CacheAligned types, the flag) */
     uint8_t quota;      /* charged to the process quota: special pool does not serve these */
+    uint32_t align;     /* alignment asked for beyond 16 (malloc shim's memalign), 0 = none */
     int pool_type;      /* POOL_TYPE for reports */
     const void *caller; /* return address of the DDI call */
 } ntp_vf_req_t;
@@ -79,8 +80,9 @@ void ntp_vf_free_special(void *p, uint32_t expect, const void *caller);
 void ntp_vf_freeing(void *p, size_t block_size, uint32_t tag, unsigned kind, const void *caller);
 /* Size and tag of a live special-pool block (0 if none): ExQueryPoolBlockSize. */
 size_t ntp_vf_block_size(const void *p, uint32_t *tag);
-/* The caller's size of a block pool tracking extended with its trailer (0: not tracked). */
-size_t ntp_vf_tracked_size(const void *p);
+/* The exact size asked for a live special-pool or tracked block (1 for zero bytes): the bytes
+ * after it are checked. 0 when p is neither. */
+size_t ntp_vf_request_size(const void *p);
 /* Does pattern (poolmon style: '*' any tail, '?' any one character) match the tag? */
 int ntp_vf_tag_match(const char *pattern, uint32_t tag);
 /* Re-read NTPOOL_VERIFIER, NTPOOL_SPECIAL_POOL and NTPOOL_LOW_RESOURCES. */
@@ -96,6 +98,7 @@ void *ntp_sp_alloc(const ntp_vf_req_t *r, int underrun, size_t *bsize);
 int ntp_sp_contains(const void *p);
 void ntp_sp_free(void *p, uint32_t expect, const void *caller);
 size_t ntp_sp_block_size(const void *p, uint32_t *tag);
+size_t ntp_sp_request_size(const void *p);
 
 /* What special pool tells the stats and the tests. */
 typedef struct ntp_sp_stats {
@@ -120,8 +123,14 @@ void ntp_track_alloc(const ntp_vf_req_t *r, void *p, size_t bsize);
 void ntp_track_free(void *p, size_t block_size, uint32_t tag, unsigned kind, const void *caller);
 /* Tracking turned on (1) or off (0): a new epoch, so older records' trailers are not trusted. */
 void ntp_track_configure(int on);
-/* The size a tracked live block was asked for, rounded to 16; 0 if p is not tracked. */
+/* The size a tracked live block was asked for (1 for a zero-byte request); 0 if p is not tracked. */
 size_t ntp_track_size(const void *p);
+
+/* The leak report at exit (NTPOOL_LEAK_REPORT) normally runs from an atexit handler. The malloc
+ * shim defers it (before tracking starts) and calls ntp_track_exit_report itself from its own
+ * handler, which exit runs after every library's destructors. */
+void ntp_track_defer_exit_report(void);
+void ntp_track_exit_report(void);
 
 /* Drivers (src/ddi/driver.c): allocations whose caller lies in [start, start + size) are charged
  * to the module. ntp_track_module_add: 0, ENOMEM, or EEXIST (a driver loaded twice). */

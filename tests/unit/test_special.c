@@ -519,14 +519,23 @@ START_TEST(os_failure_falls_back)
 }
 END_TEST
 
-static int count_maps(void)
+/* Lines of /proc/self/maps; -1 when it cannot be read. */
+__attribute__((noinline)) static int count_maps_or_fail(void)
 {
     FILE *f = fopen("/proc/self/maps", "r");
-    ck_assert_ptr_nonnull(f);
+    if (f == NULL)
+        return -1;
     int n = 0, c;
     while ((c = fgetc(f)) != EOF)
         n += c == '\n';
     fclose(f);
+    return n;
+}
+
+static int count_maps(void)
+{
+    int n = count_maps_or_fail();
+    ck_assert_int_ge(n, 0);
     return n;
 }
 
