@@ -146,7 +146,14 @@ static void write_stats(void)
     ntp_buf_udec(&b, ntp_pool_failures(NTPOOL_BUDGET_NONPAGED));
     ntp_buf_str(&b, " refused, ");
     ntp_buf_udec(&b, ntp_load(&ntp_shim_boot_allocs));
-    ntp_buf_str(&b, " bootstrap\n");
+    ntp_buf_str(&b, " bootstrap");
+    uint64_t special = ntp_load(&ntp_vf_count.special_succeeded);
+    if (special) {
+        ntp_buf_str(&b, ", ");
+        ntp_buf_udec(&b, special);
+        ntp_buf_str(&b, " special pool");
+    }
+    ntp_buf_chr(&b, '\n');
     ntp_write_all(fd, line, b.len);
     for (size_t i = 0; stats_level > 1 && i < n; i++) {
         ntp_buf_init(&b, line, sizeof line);

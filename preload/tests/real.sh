@@ -69,6 +69,12 @@ if [ -n "$extra" ]; then
   case $extra in
     *per-site*) [ "${tags:-1}" -ge 50 ] || { echo "FAIL: per-site tags, yet at most ${tags:-1} tags"; status=1; } ;;
   esac
+  case $extra in
+    *SPECIAL_POOL*)
+      special=$(sed -n 's/.* \([0-9]*\) special pool$/\1/p' "$work/stats" | sort -n | tail -1)
+      echo "with $extra: at most ${special:-0} special-pool blocks in a process"
+      [ "${special:-0}" -ge 10000 ] || { echo "FAIL: special pool served only ${special:-0} blocks"; status=1; } ;;
+  esac
 fi
 [ $status = 0 ] && echo "$name: same results on the pool"
 exit $status
