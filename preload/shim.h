@@ -73,13 +73,8 @@ NTP_INLINE void *ntp_shim_alloc_inline(size_t n, const void *caller)
 /* The inline half of free: 1 when done. */
 NTP_INLINE int ntp_shim_free_inline(void *p)
 {
-    ntpool_block_info_t bi;
-    if (ntp_likely(ntp_load_acq(&ntp_shim_fast)) && ntp_likely(!ntp_load(&ntp_vf_active)) &&
-        ntp_likely(ntpool_heap_free_fast(p, 0, &bi) == 0)) {
-        ntp_tags_count(bi.label & NTPOOL_LABEL_ID, bi.kind, 0, 1, -(int64_t)bi.size);
-        return 1;
-    }
-    return 0;
+    return ntp_likely(ntp_load_acq(&ntp_shim_fast)) && ntp_likely(!ntp_load(&ntp_vf_active)) &&
+           ntp_likely(ntp_pool_free_fast(p, 0) == 0);
 }
 
 /* Initialise now if no allocation has yet (the constructor calls it, so that start-up runs in

@@ -223,8 +223,8 @@ NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, 
     ntpool_block_info_t bi;
     bi.fresh = 0;
     void *p = ntp_pool_alloc_fast(kind, n, tag, level, zero, &bi);
-    if (ntp_likely(p != NULL) && zero && !bi.fresh)
-        memset(p, 0, n <= NTPOOL_SMALL_MAX ? NTP_ALIGN_UP(n, 16) : n);
+    if (ntp_likely(p != NULL) && zero && !bi.fresh) /* a tail call: nothing to save around it */
+        return memset(p, 0, n <= NTPOOL_SMALL_MAX ? NTP_ALIGN_UP(n, 16) : n);
     return p;
 }
 
@@ -539,14 +539,9 @@ NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
 
 NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
-    ntpool_block_info_t bi;
     if (ntp_likely(ntp_irql <= APC_LEVEL && !ntp_load(&ntp_vf_active)) &&
-        ntp_likely(ntpool_heap_free_fast(p, expect, &bi) == 0)) {
-        ntp_tags_count(bi.label & NTPOOL_LABEL_ID, bi.kind, 0, 1, -(int64_t)bi.size);
-        if (ntp_unlikely(bi.label & NTPOOL_LABEL_FLAG))
-            ntp_pool_quota_release(bi.size);
+        ntp_likely(ntp_pool_free_fast(p, expect) == 0))
         return;
-    }
     ntp_ex_free_slow(p, expect, caller);
 }
 

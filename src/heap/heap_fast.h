@@ -59,8 +59,12 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
 
 /* Free a small or big block owned by the calling thread. Returns 0 when done (info->label,
- * size, kind filled), -1 when the out-of-line ntpool_heap_free must decide. */
-NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info_t *info)
+ * size, kind filled), -1 when the out-of-line ntpool_heap_free must decide. *event is the span
+ * that needs ntp_span_event(ntp_tls_heap, *event) once the caller has done its bookkeeping (it
+ * became empty, or was full), else NULL: callers make that call last, so that their common
+ * path calls nothing and saves no register. */
+NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t *info,
+                                  ntp_span_t **event)
 {
     uintptr_t a = (uintptr_t)p;
     if (ntp_unlikely((a >> NTP_VA_BITS) != 0))
@@ -103,8 +107,18 @@ NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info
     info->kind = s->kind;
     uint32_t used = --s->used;
     uint8_t st = ntp_load(&s->state);
-    if (ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) || (st & NTP_STATE_FULL)))
-        ntp_span_event(h, s); /* may release the span: nothing of it is read after this */
+    *event = ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) || (st & NTP_STATE_FULL)) ? s : NULL;
+    return 0;
+}
+
+/* ntp_heap_free_core with the span event made here. */
+NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info_t *info)
+{
+    ntp_span_t *event;
+    if (ntp_heap_free_core(p, expect, info, &event) != 0)
+        return -1;
+    if (ntp_unlikely(event != NULL))
+        ntp_span_event(ntp_tls_heap, event); /* may release the span */
     return 0;
 }
 

@@ -73,6 +73,16 @@ int ntp_pool_quota_charge(uint64_t bytes)
     return 1;
 }
 
+void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsigned kind, int counted)
+{
+    if (!counted)
+        ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
+    if (event != NULL)
+        ntp_span_event(ntp_tls_heap, event); /* may release the span */
+    if (label & NTPOOL_LABEL_FLAG)
+        ntp_pool_quota_release(size);
+}
+
 void ntp_pool_quota_release(uint64_t bytes)
 {
     atomic_fetch_sub_explicit(&quota_used, bytes, memory_order_relaxed);

@@ -73,6 +73,34 @@ NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label,
 void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned hflags,
                           unsigned level, ntpool_block_info_t *bi);
 
+/* What ntp_pool_free_fast leaves to a call: the span event, a tag this thread has not counted
+ * yet (counted: 0), a quota charge to release (label's flag). */
+void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsigned kind, int counted);
+
+/* The inline half of a free: a block of the calling thread's spans, freed and counted. 0 when
+ * done; -1 when the caller must take its full path (another thread's block, a bad address, a
+ * wrong tag, a big block of the table). Everything rare is one call at the end. */
+NTP_INLINE int ntp_pool_free_fast(void *p, uint32_t expect)
+{
+    ntpool_block_info_t bi;
+    ntp_span_t *event;
+    if (ntp_unlikely(ntp_heap_free_core(p, expect, &bi, &event) != 0))
+        return -1;
+#if NTPOOL_ACCOUNTING
+    ntp_tagent_t *e = ntp_tags_find(bi.label & NTPOOL_LABEL_ID, bi.kind);
+    if (ntp_likely(e != NULL)) {
+        ntp_bump(&e->frees, 1);
+        ntp_bump(&e->bytes, -(int64_t)bi.size);
+    }
+    if (ntp_unlikely(e == NULL || event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
+        ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, e != NULL);
+#else
+    if (ntp_unlikely(event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
+        ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, 1);
+#endif
+    return 0;
+}
+
 /* Free and account. expect = 0 accepts any tag. */
 NTP_INLINE ntpool_hf_t ntp_pool_free(void *p, uint32_t expect, ntpool_block_info_t *bi)
 {

@@ -12,7 +12,17 @@
 
 /* A thread starts on this one-slot table whose key never matches: first count goes slow. */
 static ntp_tagent_t empty_ent;
-static ntp_tagtab_t empty_tab = {.ent = &empty_ent, .mask = 0};
+static ntp_tagtab_t empty_tab = {.last_tag = {NTP_TAG_NONE, NTP_TAG_NONE, NTP_TAG_NONE},
+                                 .ent = &empty_ent, .mask = 0};
+
+static void cache_clear(ntp_tagtab_t *t)
+{
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
+        t->last_tag[k] = NTP_TAG_NONE;
+        t->last_ent[k] = NULL;
+    }
+}
+
 NTP_TLS ntp_tagtab_t *ntp_tls_tags = &empty_tab;
 
 static struct {
@@ -85,6 +95,7 @@ static int grow(ntp_tagtab_t *t)
     pthread_mutex_lock(&t->lock);
     t->ent = ne;
     t->mask = n - 1;
+    cache_clear(t); /* the cached entries are in the old array */
     pthread_mutex_unlock(&t->lock);
     ntp_meta_free(old, sizeof(ntp_tagent_t) * oldn);
     return 1;
@@ -102,6 +113,8 @@ static ntp_tagtab_t *table_new(void)
         return NULL;
     }
     t->mask = 63;
+    t->count = 0;
+    cache_clear(t);
     pthread_mutex_init(&t->lock, NULL);
     pthread_mutex_lock(&reg.lock);
     t->next = reg.live;
@@ -163,7 +176,11 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
         count_shared(key, allocs, frees, bytes);
         return;
     }
-    add_to(slot_for(t, key), allocs, frees, bytes);
+    ntp_tagent_t *e = slot_for(t, key);
+    add_to(e, allocs, frees, bytes);
+    unsigned kind = (unsigned)(key >> 32) - 1;
+    t->last_tag[kind] = (uint32_t)key; /* a collided key is found here, not in its home slot */
+    t->last_ent[kind] = e;
 }
 
 /* Add all of src's counts into the exited totals (registry lock held). */

@@ -28,6 +28,10 @@ typedef struct ntp_tagent {
 } ntp_tagent_t;
 
 typedef struct ntp_tagtab {
+    /* The entry each kind counted last: most threads use few tags, so most counts skip the
+     * hash. last_tag is NTP_TAG_NONE (no label has bit 31 set) until an entry is cached. */
+    uint32_t last_tag[NTPOOL_KINDS];
+    ntp_tagent_t *last_ent[NTPOOL_KINDS];
     ntp_tagent_t *ent;
     uint32_t mask; /* slots - 1 */
     uint32_t count;
@@ -47,6 +51,8 @@ NTP_INLINE uint32_t ntp_tag_hash(uint64_t key)
     return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 40);
 }
 
+#define NTP_TAG_NONE 0xFFFFFFFFu
+
 void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
 
 #if NTPOOL_ACCOUNTING
@@ -56,9 +62,18 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
 NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
 {
     ntp_tagtab_t *t = ntp_tls_tags;
+    if (ntp_likely(t->last_tag[kind] == tag))
+        return t->last_ent[kind];
+    /* The key's home slot; anything further (a collision) is the slow path's. The empty
+     * table's one slot never matches, so it is never written here. */
     uint64_t k = ntp_tag_key(tag, kind);
     ntp_tagent_t *e = &t->ent[ntp_tag_hash(k) & t->mask];
-    return ntp_likely(ntp_load(&e->key) == k) ? e : NULL;
+    if (ntp_likely(ntp_load(&e->key) == k)) {
+        t->last_tag[kind] = tag;
+        t->last_ent[kind] = e;
+        return e;
+    }
+    return NULL;
 }
 
 NTP_INLINE void ntp_tags_add_alloc(ntp_tagent_t *e, int64_t bytes)
@@ -72,10 +87,8 @@ NTP_INLINE void ntp_tags_count(uint32_t tag, unsigned kind, int64_t allocs, int6
                                int64_t bytes)
 {
 #if NTPOOL_ACCOUNTING
-    ntp_tagtab_t *t = ntp_tls_tags;
-    uint64_t k = ntp_tag_key(tag, kind);
-    ntp_tagent_t *e = &t->ent[ntp_tag_hash(k) & t->mask];
-    if (ntp_likely(ntp_load(&e->key) == k)) {
+    ntp_tagent_t *e = ntp_tags_find(tag, kind);
+    if (ntp_likely(e != NULL)) {
         if (allocs)
             ntp_bump(&e->allocs, (uint64_t)allocs);
         if (frees)
@@ -83,7 +96,7 @@ NTP_INLINE void ntp_tags_count(uint32_t tag, unsigned kind, int64_t allocs, int6
         ntp_bump(&e->bytes, bytes);
         return;
     }
-    ntp_tags_slow(k, allocs, frees, bytes);
+    ntp_tags_slow(ntp_tag_key(tag, kind), allocs, frees, bytes);
 #else
     (void)tag, (void)kind, (void)allocs, (void)frees, (void)bytes;
 #endif
