@@ -118,30 +118,29 @@ void ntp_library_init(void)
 
 /* ---- native API ------------------------------------------------------------------------------------------ */
 
+typedef struct stat_out {
+    ntpool_tag_stat_t *out;
+    size_t cap;
+} stat_out_t;
+
+static void put_stat(const ntp_tag_sum_t *sum, size_t i, void *arg)
+{
+    stat_out_t *o = arg;
+    if (i >= o->cap)
+        return;
+    o->out[i].tag = sum->tag;
+    for (int k = 0; k < NTPOOL_POOL_KINDS; k++) {
+        o->out[i].pool[k].allocs = sum->allocs[k];
+        o->out[i].pool[k].frees = sum->frees[k];
+        o->out[i].pool[k].bytes = sum->bytes[k];
+    }
+}
+
 NTPOOL_API size_t ntpool_tag_snapshot(ntpool_tag_stat_t *out, size_t cap)
 {
     ntp_ensure_init();
-    size_t n = ntp_tags_snapshot(NULL, 0);
-    for (;;) {
-        size_t room = n + 16;
-        ntp_tag_sum_t *tmp = ntp_meta_alloc(sizeof *tmp * room);
-        if (tmp == NULL)
-            return 0;
-        n = ntp_tags_snapshot(tmp, room);
-        if (n <= room) {
-            for (size_t i = 0; out != NULL && i < n && i < cap; i++) {
-                out[i].tag = tmp[i].tag;
-                for (int k = 0; k < NTPOOL_POOL_KINDS; k++) {
-                    out[i].pool[k].allocs = tmp[i].allocs[k];
-                    out[i].pool[k].frees = tmp[i].frees[k];
-                    out[i].pool[k].bytes = tmp[i].bytes[k];
-                }
-            }
-            ntp_meta_free(tmp, sizeof *tmp * room);
-            return n;
-        }
-        ntp_meta_free(tmp, sizeof *tmp * room); /* tags appeared meanwhile: again, bigger */
-    }
+    stat_out_t o = {out, out != NULL ? cap : 0};
+    return ntp_tags_visit(put_stat, &o);
 }
 
 NTPOOL_API char *ntpool_tag_string(ULONG tag, char out[5])

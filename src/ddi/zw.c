@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "ddi.h"
-#include "../heap/internal.h"
 #include "../pool/tags.h"
 
 static ULONG clamp_ulong(uint64_t v)
@@ -17,43 +16,44 @@ static SIZE_T clamp_used(int64_t v)
     return v < 0 ? 0 : (SIZE_T)v; /* a racing snapshot can see a free before its allocation */
 }
 
+typedef struct zw_out {
+    SYSTEM_POOLTAG_INFORMATION *info; /* NULL: only count */
+    size_t room;                      /* entries that fit */
+} zw_out_t;
+
+static void put_pooltag(const ntp_tag_sum_t *t, size_t i, void *arg)
+{
+    zw_out_t *o = arg;
+    if (o->info == NULL || i >= o->room)
+        return;
+    SYSTEM_POOLTAG *e = &o->info->TagInfo[i];
+    memset(e, 0, sizeof *e);
+    e->TagUlong = t->tag;
+    e->PagedAllocs = clamp_ulong(t->allocs[NTPOOL_KIND_PAGED]);
+    e->PagedFrees = clamp_ulong(t->frees[NTPOOL_KIND_PAGED]);
+    e->PagedUsed = clamp_used(t->bytes[NTPOOL_KIND_PAGED]);
+    e->NonPagedAllocs = clamp_ulong(t->allocs[NTPOOL_KIND_NX] + t->allocs[NTPOOL_KIND_EXEC]);
+    e->NonPagedFrees = clamp_ulong(t->frees[NTPOOL_KIND_NX] + t->frees[NTPOOL_KIND_EXEC]);
+    e->NonPagedUsed = clamp_used(t->bytes[NTPOOL_KIND_NX] + t->bytes[NTPOOL_KIND_EXEC]);
+}
+
+/* One pass: entries are written while they fit; the count decides the status. */
 static NTSTATUS query_pool_tags(PVOID buf, ULONG len, PULONG retlen)
 {
-    size_t n = ntp_tags_snapshot(NULL, 0);
-    for (;;) {
-        size_t room = n + 16;
-        ntp_tag_sum_t *t = ntp_meta_alloc(sizeof *t * room);
-        if (t == NULL)
-            return STATUS_INSUFFICIENT_RESOURCES;
-        n = ntp_tags_snapshot(t, room);
-        if (n > room) {
-            ntp_meta_free(t, sizeof *t * room);
-            continue;
-        }
-        size_t need = offsetof(SYSTEM_POOLTAG_INFORMATION, TagInfo) + n * sizeof(SYSTEM_POOLTAG);
-        NTSTATUS st = STATUS_SUCCESS;
-        if (retlen)
-            *retlen = (ULONG)need;
-        if (buf == NULL || len < need) {
-            st = STATUS_INFO_LENGTH_MISMATCH;
-        } else {
-            SYSTEM_POOLTAG_INFORMATION *info = buf;
-            info->Count = (ULONG)n;
-            for (size_t i = 0; i < n; i++) {
-                SYSTEM_POOLTAG *e = &info->TagInfo[i];
-                memset(e, 0, sizeof *e);
-                e->TagUlong = t[i].tag;
-                e->PagedAllocs = clamp_ulong(t[i].allocs[NTPOOL_KIND_PAGED]);
-                e->PagedFrees = clamp_ulong(t[i].frees[NTPOOL_KIND_PAGED]);
-                e->PagedUsed = clamp_used(t[i].bytes[NTPOOL_KIND_PAGED]);
-                e->NonPagedAllocs = clamp_ulong(t[i].allocs[NTPOOL_KIND_NX] + t[i].allocs[NTPOOL_KIND_EXEC]);
-                e->NonPagedFrees = clamp_ulong(t[i].frees[NTPOOL_KIND_NX] + t[i].frees[NTPOOL_KIND_EXEC]);
-                e->NonPagedUsed = clamp_used(t[i].bytes[NTPOOL_KIND_NX] + t[i].bytes[NTPOOL_KIND_EXEC]);
-            }
-        }
-        ntp_meta_free(t, sizeof *t * room);
-        return st;
+    const size_t head = offsetof(SYSTEM_POOLTAG_INFORMATION, TagInfo);
+    zw_out_t o = {NULL, 0};
+    if (buf != NULL && len >= head) {
+        o.info = buf;
+        o.room = (len - head) / sizeof(SYSTEM_POOLTAG);
     }
+    size_t n = ntp_tags_visit(put_pooltag, &o);
+    size_t need = head + n * sizeof(SYSTEM_POOLTAG);
+    if (retlen)
+        *retlen = (ULONG)need;
+    if (buf == NULL || len < need)
+        return STATUS_INFO_LENGTH_MISMATCH;
+    o.info->Count = (ULONG)n;
+    return STATUS_SUCCESS;
 }
 
 NTPOOL_API NTSTATUS ZwQuerySystemInformation(SYSTEM_INFORMATION_CLASS cls, PVOID buf, ULONG len,

@@ -287,66 +287,111 @@ static void merge_table(merge_t *m, ntp_tagtab_t *t)
     }
 }
 
-/* Heap sort by tag value (no qsort: it may call malloc, and we may be malloc). */
-static void sift(ntp_tag_sum_t *a, size_t i, size_t n)
+/* Snapshots are serialised and share one merge table and one order array, kept between them:
+ * a monitor polling every millisecond maps nothing and clears only the slots it used. */
+static pthread_mutex_t snap_lock = PTHREAD_MUTEX_INITIALIZER;
+static merge_t snap_m;
+static uint64_t *snap_order; /* tag << 32 | slot, sorted */
+static uint32_t snap_order_cap;
+
+/* Heap sort of 8-byte keys (no qsort: it may call malloc, and we may be malloc). */
+static void sift(uint64_t *a, size_t i, size_t n)
 {
     for (;;) {
         size_t l = 2 * i + 1, big = i;
-        if (l < n && a[l].tag > a[big].tag)
+        if (l < n && a[l] > a[big])
             big = l;
-        if (l + 1 < n && a[l + 1].tag > a[big].tag)
+        if (l + 1 < n && a[l + 1] > a[big])
             big = l + 1;
         if (big == i)
             return;
-        ntp_tag_sum_t t = a[i];
+        uint64_t t = a[i];
         a[i] = a[big];
         a[big] = t;
         i = big;
     }
 }
 
-static void sort_by_tag(ntp_tag_sum_t *a, size_t n)
+static void sort_keys(uint64_t *a, size_t n)
 {
     for (size_t i = n / 2; i-- > 0;)
         sift(a, i, n);
     for (size_t end = n; end-- > 1;) {
-        ntp_tag_sum_t t = a[0];
+        uint64_t t = a[0];
         a[0] = a[end];
         a[end] = t;
         sift(a, 0, end);
     }
 }
 
-size_t ntp_tags_snapshot(ntp_tag_sum_t *out, size_t cap)
+size_t ntp_tags_visit(void (*fn)(const ntp_tag_sum_t *sum, size_t i, void *arg), void *arg)
 {
     ntp_tags_init();
-    merge_t m = {0};
-    if (!merge_grow(&m))
+    pthread_mutex_lock(&snap_lock);
+    merge_t *m = &snap_m;
+    if (m->ent == NULL && !merge_grow(m)) {
+        pthread_mutex_unlock(&snap_lock);
         return 0;
+    }
     pthread_mutex_lock(&reg.lock);
-    merge_table(&m, &reg.exited);
+    merge_table(m, &reg.exited);
     for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next) {
         pthread_mutex_lock(&t->lock);
-        merge_table(&m, t);
+        merge_table(m, t);
         pthread_mutex_unlock(&t->lock);
     }
     pthread_mutex_unlock(&reg.lock);
-    /* Compact, sort, copy out. */
+    if (m->count > snap_order_cap) {
+        uint32_t cap = snap_order_cap ? snap_order_cap : 256;
+        while (cap < m->count)
+            cap *= 2;
+        uint64_t *o = ntp_meta_alloc(sizeof *o * cap);
+        if (o != NULL) {
+            if (snap_order != NULL)
+                ntp_meta_free(snap_order, sizeof *o * snap_order_cap);
+            snap_order = o;
+            snap_order_cap = cap;
+        }
+    }
     size_t n = 0;
-    for (uint32_t i = 0; i <= m.mask; i++)
-        if (m.ent[i].tag != 0)
-            m.ent[n++] = m.ent[i];
-    sort_by_tag(m.ent, n);
-    if (out != NULL)
-        memcpy(out, m.ent, sizeof(ntp_tag_sum_t) * NTP_MIN(n, cap));
-    ntp_meta_free(m.ent, sizeof(ntp_tag_sum_t) * (m.mask + 1));
+    for (uint32_t i = 0; i <= m->mask && n < snap_order_cap; i++)
+        if (m->ent[i].tag != 0)
+            snap_order[n++] = (uint64_t)m->ent[i].tag << 32 | i;
+    sort_keys(snap_order, n);
+    for (size_t i = 0; i < n; i++)
+        fn(&m->ent[(uint32_t)snap_order[i]], i, arg);
+    for (size_t i = 0; i < n; i++) /* leave the table empty for the next snapshot */
+        memset(&m->ent[(uint32_t)snap_order[i]], 0, sizeof m->ent[0]);
+    if (n < m->count) /* no room to order them all (out of memory): clear the rest too */
+        memset(m->ent, 0, sizeof m->ent[0] * (m->mask + 1));
+    m->count = 0;
+    pthread_mutex_unlock(&snap_lock);
     return n;
+}
+
+typedef struct copy_arg {
+    ntp_tag_sum_t *out;
+    size_t cap;
+} copy_arg_t;
+
+static void copy_sum(const ntp_tag_sum_t *sum, size_t i, void *arg)
+{
+    copy_arg_t *c = arg;
+    if (i < c->cap)
+        c->out[i] = *sum;
+}
+
+size_t ntp_tags_snapshot(ntp_tag_sum_t *out, size_t cap)
+{
+    copy_arg_t c = {out, out != NULL ? cap : 0};
+    return ntp_tags_visit(copy_sum, &c);
 }
 
 /* ---- fork -------------------------------------------------------------------------------------- */
 
 static void tags_atfork_prepare(void)
 {
+    pthread_mutex_lock(&snap_lock);
     pthread_mutex_lock(&reg.lock);
     for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next)
         pthread_mutex_lock(&t->lock);
@@ -357,11 +402,13 @@ static void tags_atfork_parent(void)
     for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next)
         pthread_mutex_unlock(&t->lock);
     pthread_mutex_unlock(&reg.lock);
+    pthread_mutex_unlock(&snap_lock);
 }
 
 /* Only the forking thread lives on in the child: fold the other threads' tables. */
 static void tags_atfork_child(void)
 {
+    pthread_mutex_init(&snap_lock, NULL);
     pthread_mutex_init(&reg.lock, NULL);
     for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next)
         pthread_mutex_init(&t->lock, NULL);

@@ -109,8 +109,11 @@ typedef struct ntp_tag_sum {
     int64_t bytes[NTPOOL_KINDS];
 } ntp_tag_sum_t;
 
-/* Sum every thread's counters into out[] sorted by tag; returns the number of tags, which may
- * exceed cap (then only the first cap are written). */
+/* Sum every thread's counters and call fn for each tag in tag order (i = 0, 1, ...); returns
+ * the number of tags. Snapshots are serialised: fn must not take one. */
+size_t ntp_tags_visit(void (*fn)(const ntp_tag_sum_t *sum, size_t i, void *arg), void *arg);
+/* The same into out[]; returns the number of tags, which may exceed cap (then only the first
+ * cap are written). */
 size_t ntp_tags_snapshot(ntp_tag_sum_t *out, size_t cap);
 /* Fold the calling thread's table into the exited totals (thread exit, tests). */
 void ntp_tags_thread_done(void);

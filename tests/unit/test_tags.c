@@ -3,6 +3,7 @@
  * ZwQuerySystemInformation(SystemPoolTagInformation) (spec 3.10, 9.1).
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -396,6 +397,66 @@ START_TEST(many_threads_balance)
 }
 END_TEST
 
+/* Snapshots share one merge table: two threads taking them while a third allocates must each
+ * get a complete, sorted picture, and the allocating thread's counts must be exact at the end. */
+#define SN_TAGS 40
+#define SN_ROUNDS 300
+static _Atomic int sn_stop;
+
+static void *sn_snapshotter(void *arg)
+{
+    (void)arg;
+    static _Thread_local ntpool_tag_stat_t mine[SNAP_CAP];
+    size_t bad = 0;
+    for (int r = 0; r < SN_ROUNDS; r++) {
+        size_t n = ntpool_tag_snapshot(mine, SNAP_CAP);
+        for (size_t i = 1; i < n && i < SNAP_CAP; i++)
+            bad += mine[i - 1].tag >= mine[i].tag; /* sorted, no tag twice */
+    }
+    return (void *)(uintptr_t)bad;
+}
+
+static void *sn_allocator(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&sn_stop))
+        for (unsigned i = 0; i < SN_TAGS; i++)
+            ExFreePoolWithTag(ExAllocatePool2(POOL_FLAG_NON_PAGED, 32 + i, 'Sna' + (i << 24)), 'Sna' + (i << 24));
+    return NULL;
+}
+
+START_TEST(concurrent_snapshots)
+{
+    static void *live[SN_TAGS];
+    for (unsigned i = 0; i < SN_TAGS; i++)
+        live[i] = ExAllocatePool2(POOL_FLAG_NON_PAGED, 100, 'Snb' + (i << 24));
+    pthread_t a, s1, s2;
+    atomic_store(&sn_stop, 0);
+    ck_assert_int_eq(pthread_create(&a, NULL, sn_allocator, NULL), 0);
+    ck_assert_int_eq(pthread_create(&s1, NULL, sn_snapshotter, NULL), 0);
+    ck_assert_int_eq(pthread_create(&s2, NULL, sn_snapshotter, NULL), 0);
+    void *bad1, *bad2;
+    ck_assert_int_eq(pthread_join(s1, &bad1), 0);
+    ck_assert_int_eq(pthread_join(s2, &bad2), 0);
+    atomic_store(&sn_stop, 1);
+    ck_assert_int_eq(pthread_join(a, NULL), 0);
+    ck_assert_ptr_null(bad1);
+    ck_assert_ptr_null(bad2);
+    size_t cnt = take_snapshot();
+    for (unsigned i = 0; i < SN_TAGS; i++) {
+        const ntpool_tag_stat_t *e = find(cnt, 'Snb' + (i << 24));
+        ck_assert_ptr_nonnull(e);
+        ck_assert_uint_eq(e->pool[NTPOOL_POOL_NONPAGED_NX].allocs, 1);
+        ck_assert_int_eq(e->pool[NTPOOL_POOL_NONPAGED_NX].bytes, (int64_t)ExQueryPoolBlockSize(live[i], NULL));
+        const ntpool_tag_stat_t *f = find(cnt, 'Sna' + (i << 24));
+        ck_assert_ptr_nonnull(f);
+        ck_assert_uint_eq(f->pool[NTPOOL_POOL_NONPAGED_NX].allocs, f->pool[NTPOOL_POOL_NONPAGED_NX].frees);
+        ck_assert_int_eq(f->pool[NTPOOL_POOL_NONPAGED_NX].bytes, 0);
+        ExFreePoolWithTag(live[i], 'Snb' + (i << 24));
+    }
+}
+END_TEST
+
 /* ---- ZwQuerySystemInformation ---------------------------------------------------------------------------- */
 
 START_TEST(pooltag_layout)
@@ -553,6 +614,7 @@ int main(void)
     NTP_CASE(s, "cross_thread_exited", cross_thread_exited);
     NTP_CASE(s, "cross_thread_alive", cross_thread_alive);
     NTP_CASE(s, "many_threads", many_threads_balance);
+    NTP_CASE(s, "concurrent_snapshots", concurrent_snapshots);
     NTP_CASE(s, "zw_layout", pooltag_layout);
     NTP_CASE(s, "zw_length", zw_length_mismatch);
     NTP_CASE(s, "zw_matches", zw_matches_snapshot);
