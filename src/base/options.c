@@ -37,6 +37,35 @@ static struct {
 
 void (*ntp_options_changed)(ntp_opt_id_t id);
 
+/* Decimal digits, or 0x and hex digits; no sign, no blank inside. 0 and the end, or EINVAL. */
+static int parse_u64(const char *s, uint64_t *out, const char **end)
+{
+    unsigned base = 10;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X') && isxdigit((unsigned char)s[2])) {
+        base = 16;
+        s += 2;
+    }
+    if (!isxdigit((unsigned char)*s) || (base == 10 && !isdigit((unsigned char)*s)))
+        return EINVAL;
+    uint64_t v = 0;
+    for (;; s++) {
+        unsigned d;
+        if (isdigit((unsigned char)*s))
+            d = (unsigned)(*s - '0');
+        else if (base == 16 && isxdigit((unsigned char)*s))
+            d = (unsigned)(tolower((unsigned char)*s) - 'a' + 10);
+        else
+            break;
+        if (v > (UINT64_MAX - d) / base)
+            return EINVAL;
+        v = v * base + d;
+    }
+    *out = v;
+    *end = s;
+    return 0;
+}
+
+/* "<number>[K|M|G|T][B|iB]", "auto", "none", "default"; blanks around it. */
 int ntp_parse_size(const char *s, uint64_t *out)
 {
     while (isspace((unsigned char)*s))
@@ -45,12 +74,9 @@ int ntp_parse_size(const char *s, uint64_t *out)
         *out = 0;
         return 0;
     }
-    if (!isdigit((unsigned char)*s))
-        return EINVAL;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (errno != 0)
+    uint64_t v;
+    const char *end;
+    if (parse_u64(s, &v, &end) != 0)
         return EINVAL;
     unsigned shift = 0;
     switch (toupper((unsigned char)*end)) {
@@ -60,15 +86,32 @@ int ntp_parse_size(const char *s, uint64_t *out)
     case 'T': shift = 40; end++; break;
     default: break;
     }
-    if (shift && (*end == 'B' || *end == 'b'))
+    /* One unit spelling: K, KB or KiB (any case). */
+    if (shift && (end[0] == 'i' || end[0] == 'I') && (end[1] == 'B' || end[1] == 'b'))
+        end += 2;
+    else if (shift && (end[0] == 'B' || end[0] == 'b'))
         end++;
-    if (*end == 'i' && shift) /* KiB, MiB */
-        end += (end[1] == 'B' || end[1] == 'b') ? 2 : 1;
     while (isspace((unsigned char)*end))
         end++;
     if (*end != 0 || (shift && v > (UINT64_MAX >> shift)))
         return EINVAL;
-    *out = (uint64_t)v << shift;
+    *out = v << shift;
+    return 0;
+}
+
+int ntp_parse_thresholds(const char *s, unsigned *low, unsigned *normal)
+{
+    uint64_t lo, hi;
+    const char *end;
+    if (!isdigit((unsigned char)*s) || parse_u64(s, &lo, &end) != 0 || *end != ',')
+        return EINVAL;
+    s = end + 1;
+    if (!isdigit((unsigned char)*s) || parse_u64(s, &hi, &end) != 0 || *end != 0)
+        return EINVAL;
+    if (lo < 1 || hi < lo || hi > 100)
+        return EINVAL;
+    *low = (unsigned)lo;
+    *normal = (unsigned)hi;
     return 0;
 }
 
@@ -93,17 +136,6 @@ static int valid_bugcheck(const char *s)
     char *end;
     long v = strtol(s + 5, &end, 10);
     return *end == 0 && v >= 0 && v <= 255;
-}
-
-static int valid_thresholds(const char *s)
-{
-    char *end;
-    long lo = strtol(s, &end, 10);
-    if (end == s || *end != ',')
-        return 0;
-    const char *s2 = end + 1;
-    long hi = strtol(s2, &end, 10);
-    return end != s2 && *end == 0 && lo >= 1 && hi >= lo && hi <= 100;
 }
 
 int ntp_parse_preload_tag(const char *s, uint32_t *tag, int *per_site)
@@ -137,6 +169,8 @@ static int set_locked(ntp_opt_id_t id, const char *text)
 {
     int64_t iv = 0;
     uint64_t uv = 0;
+    if (strlen(text) >= OPT_STR_MAX) /* kept as given, or not at all */
+        return EINVAL;
     switch (desc[id].type) {
     case NTP_OPT_SIZE:
         if (ntp_parse_size(text, &uv) != 0 || uv > INT64_MAX)
@@ -144,14 +178,10 @@ static int set_locked(ntp_opt_id_t id, const char *text)
         iv = (int64_t)uv;
         break;
     case NTP_OPT_UINT: {
-        char *end;
-        if (!isdigit((unsigned char)*text))
+        const char *end;
+        if (parse_u64(text, &uv, &end) != 0 || *end != 0 || uv > INT64_MAX)
             return EINVAL;
-        errno = 0;
-        unsigned long long v = strtoull(text, &end, 0);
-        if (errno || *end || v > INT64_MAX)
-            return EINVAL;
-        iv = (int64_t)v;
+        iv = (int64_t)uv;
         break;
     }
     case NTP_OPT_BOOL:
@@ -165,12 +195,13 @@ static int set_locked(ntp_opt_id_t id, const char *text)
             return EINVAL;
         break;
     case NTP_OPT_STRING:
-        if (strlen(text) >= OPT_STR_MAX)
-            return EINVAL;
         if (id == NTP_OPT_BUGCHECK && !valid_bugcheck(text))
             return EINVAL;
-        if (id == NTP_OPT_PRIORITY_THRESHOLDS && !valid_thresholds(text))
-            return EINVAL;
+        if (id == NTP_OPT_PRIORITY_THRESHOLDS) {
+            unsigned lo, hi;
+            if (ntp_parse_thresholds(text, &lo, &hi) != 0)
+                return EINVAL;
+        }
         if (id == NTP_OPT_PRELOAD_STATS && !valid_preload_stats(text))
             return EINVAL;
         if (id == NTP_OPT_PRELOAD_TAG) {
@@ -189,8 +220,6 @@ static int set_locked(ntp_opt_id_t id, const char *text)
         break;
     }
     size_t n = strlen(text);
-    if (n >= OPT_STR_MAX)
-        n = OPT_STR_MAX - 1;
     memcpy(opts.sval[id], text, n);
     opts.sval[id][n] = 0;
     atomic_store(&opts.ival[id], iv);

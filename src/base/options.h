@@ -91,6 +91,8 @@ const char *ntp_opt_str(ntp_opt_id_t id);
  * padded with spaces) for 1 to 4 printable characters with a letter or digit, not "BIG";
  * EINVAL otherwise. */
 int ntp_parse_preload_tag(const char *s, uint32_t *tag, int *per_site);
+/* NTPOOL_PRIORITY_THRESHOLDS: "LOW,NORMAL", digits only, 1 <= LOW <= NORMAL <= 100. */
+int ntp_parse_thresholds(const char *s, unsigned *low, unsigned *normal);
 /* Parse "<digits>[KMGT]" etc. Returns 0 on success. */
 int ntp_parse_size(const char *s, uint64_t *out);
 /* Fork handlers for the option lock: 0 prepare, 1 parent, 2 child. */

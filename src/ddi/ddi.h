@@ -23,6 +23,8 @@ NTP_INLINE void ntp_ensure_init(void)
 /* Free p (expect: tag to check, 0 none) the full way: special pool, the Verifier's checks,
  * IRQL, and the bug check for any misuse. */
 void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller);
+/* NTPOOL_TAG_CHECKS changed (ntpool_option_set). */
+void ntp_ex_tag_checks_changed(void);
 
 /* Raise status as ExRaiseStatus does; `where` is reported if no handler takes it (0x1E). */
 NTP_NORETURN void ntp_raise(NTSTATUS status, const void *where);

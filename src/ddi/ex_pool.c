@@ -137,6 +137,19 @@ NTP_INLINE void check_tag(uint32_t tag, int pool_type, size_t n, const void *cal
         bad_tag(tag, pool_type, n, caller);
 }
 
+static int tag_refused(uint32_t tag)
+{
+    return !has_letter_or_digit(tag) || tag == TAG_BIG;
+}
+
+/* With accounting, the fast path trusts a tag its thread has counted (it passed check_tag). A
+ * tag counted while the checks were off must not stay trusted once they are on. */
+void ntp_ex_tag_checks_changed(void)
+{
+    if (ntp_opt_int(NTP_OPT_TAG_CHECKS))
+        ntp_tags_forget(tag_refused);
+}
+
 /* ---- the one allocation path ------------------------------------------------------------------------ */
 
 /* Checks of the request itself that only the Verifier makes (spec/misuse.md rows 15, 24). */
@@ -565,11 +578,10 @@ NTPOOL_API VOID ExFreePool2(PVOID p, ULONG tag, PCPOOL_EXTENDED_PARAMETER params
 NTPOOL_API SIZE_T ExQueryPoolBlockSize(PVOID p, PBOOLEAN quota)
 {
     ntpool_block_info_t bi;
-    if (ntp_vf_owns(p)) {
-        uint32_t tag;
+    if (ntp_vf_owns(p)) { /* the size asked for: the bytes after it are checked */
         if (quota)
             *quota = FALSE;
-        return ntp_vf_block_size(p, &tag);
+        return ntp_vf_request_size(p);
     }
     if (ntpool_heap_lookup(p, &bi) != NTPOOL_HF_OK) {
         if (quota)
@@ -578,7 +590,7 @@ NTPOOL_API SIZE_T ExQueryPoolBlockSize(PVOID p, PBOOLEAN quota)
     }
     if (quota)
         *quota = (bi.label & NTPOOL_LABEL_FLAG) ? TRUE : FALSE;
+    /* Pool tracking's trailer pattern starts right after the size asked for. */
     size_t tracked = ntp_load(&ntp_vf_active) ? ntp_vf_request_size(p) : 0;
-    /* Pool tracking's trailer is not the caller's; the block is 16-byte granular. */
-    return tracked ? NTP_ALIGN_UP(tracked, 16) : bi.size;
+    return tracked ? tracked : bi.size;
 }

@@ -37,15 +37,8 @@ static void apply_pool_options(void)
     pc.limit[NTPOOL_BUDGET_NONPAGED] = (uint64_t)ntp_opt_int(NTP_OPT_NONPAGED_LIMIT);
     pc.limit[NTPOOL_BUDGET_PAGED] = (uint64_t)ntp_opt_int(NTP_OPT_PAGED_LIMIT);
     pc.quota_limit = (uint64_t)ntp_opt_int(NTP_OPT_QUOTA_LIMIT);
-    const char *th = ntp_opt_str(NTP_OPT_PRIORITY_THRESHOLDS);
-    unsigned lo = 0, hi = 0;
-    const char *c = th;
-    while (*c >= '0' && *c <= '9')
-        lo = lo * 10 + (unsigned)(*c++ - '0');
-    if (*c == ',')
-        c++;
-    while (*c >= '0' && *c <= '9')
-        hi = hi * 10 + (unsigned)(*c++ - '0');
+    unsigned lo = 0, hi = 0; /* 0: the defaults (a stored value always parses) */
+    (void)ntp_parse_thresholds(ntp_opt_str(NTP_OPT_PRIORITY_THRESHOLDS), &lo, &hi);
     pc.low_pct = lo;
     pc.normal_pct = hi;
     ntp_pool_configure(&pc);
@@ -66,6 +59,10 @@ static void options_changed(ntp_opt_id_t id)
     case NTP_OPT_LOW_RESOURCES:
         if (atomic_load(&ntp_lib_ready))
             ntp_vf_configure();
+        break;
+    case NTP_OPT_TAG_CHECKS:
+        if (atomic_load(&ntp_lib_ready))
+            ntp_ex_tag_checks_changed();
         break;
     default: /* read where used, or only at start-up */
         break;

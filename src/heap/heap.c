@@ -642,7 +642,7 @@ ntpool_hf_t ntpool_heap_free(void *p, uint32_t expect, ntpool_block_info_t *info
 void ntpool_heap_set_limits(ntpool_budget_t b, const uint64_t limit[NTPOOL_LEVELS])
 {
     for (unsigned l = 0; l < NTPOOL_LEVELS; l++)
-        ntp_store(&ntp_heap.budget[b].limit[l], limit[l] ? limit[l] : UINT64_MAX);
+        ntp_store(&ntp_heap.budget[b].limit[l], limit[l]); /* 0: that level may commit nothing */
     ntp_refresh_closed(b);
 }
 

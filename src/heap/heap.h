@@ -102,7 +102,8 @@ ntpool_hf_t ntpool_heap_free(void *p, uint32_t expect, ntpool_block_info_t *info
 /* Describe the block holding address p; NTPOOL_HF_OK when p is the start of a live block. */
 ntpool_hf_t ntpool_heap_lookup(const void *p, ntpool_block_info_t *info);
 
-/* Budgets. limit[level] in bytes; committed counts the pages carved for blocks. */
+/* Budgets. limit[level] in bytes (0: the level may commit nothing; UINT64_MAX, the start:
+ * no limit); committed counts the pages carved for blocks. */
 void ntpool_heap_set_limits(ntpool_budget_t b, const uint64_t limit[NTPOOL_LEVELS]);
 void ntpool_heap_get_limits(ntpool_budget_t b, uint64_t limit[NTPOOL_LEVELS]);
 uint64_t ntpool_heap_committed(ntpool_budget_t b);

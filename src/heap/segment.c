@@ -159,9 +159,10 @@ static ntp_segment_t *seg_map(unsigned kind, size_t size, int jumbo)
     return seg;
 }
 
-/* Blocks larger than a segment are unmapped when freed, so their address stops being ours.
- * The last few are remembered (block address | kind), so that a second free of one is still
- * seen as a free of a big block that is gone, not of memory the pool never had. */
+/* Blocks larger than a segment are unmapped when freed, and a huge block's segment may be
+ * unmapped soon after: their address stops being ours. The last few freed are remembered (block
+ * address | kind), so that a second free of one is still seen as a free of a big block that is
+ * gone (0x19/0x22), not of memory the pool never had (0xC2/0x46). */
 #define JUMBO_RING 64
 static _Atomic uintptr_t jumbo_freed[JUMBO_RING];
 static _Atomic unsigned jumbo_next;
@@ -433,6 +434,7 @@ void ntp_huge_free(ntp_span_t *s)
         pthread_mutex_unlock(&k->lock);
         return;
     }
+    jumbo_remember(s->base, kind);
     /* A huge span's pages are many and cold: give them back now, not after the delay. */
     s->dirty = s->seg->locked ||
                ntpool_os_purge((void *)s->base, (size_t)s->nslices << NTP_SLICE_SHIFT) != 0;

@@ -176,8 +176,12 @@ static uint64_t read_u64_file(const char *path)
     buf[n] = 0;
     uint64_t v = 0;
     int digits = 0;
-    for (char *c = buf; *c >= '0' && *c <= '9'; c++, digits++)
-        v = v * 10 + (uint64_t)(*c - '0');
+    for (char *c = buf; *c >= '0' && *c <= '9'; c++, digits++) {
+        uint64_t d = (uint64_t)(*c - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0; /* beyond 64 bits: no limit anyone could reach */
+        v = v * 10 + d;
+    }
     return digits ? v : 0;
 }
 
@@ -198,6 +202,8 @@ uint64_t ntpool_os_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+#define NTP_OS_MAX_NODES 1024u
+
 unsigned ntpool_os_node_count(void)
 {
     static _Atomic unsigned nodes;
@@ -217,7 +223,10 @@ unsigned ntpool_os_node_count(void)
             int in = 0;
             for (char *c = buf; *c; c++) {
                 if (*c >= '0' && *c <= '9') {
-                    v = v * 10 + (unsigned)(*c - '0');
+                    /* Linux numbers at most 1024 nodes (NODES_SHIFT 10): clamp, never wrap. */
+                    v = v >= NTP_OS_MAX_NODES ? NTP_OS_MAX_NODES - 1 : v * 10 + (unsigned)(*c - '0');
+                    if (v >= NTP_OS_MAX_NODES)
+                        v = NTP_OS_MAX_NODES - 1;
                     in = 1;
                 } else {
                     if (in && v > hi)

@@ -18,10 +18,11 @@ static ntp_tagtab_t empty_tab = {.last_tag = {NTP_TAG_NONE, NTP_TAG_NONE, NTP_TA
 static void cache_clear(ntp_tagtab_t *t)
 {
     for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
-        t->last_tag[k] = NTP_TAG_NONE;
-        t->last_ent[k] = NULL;
+        ntp_store(&t->last_tag[k], NTP_TAG_NONE);
+        ntp_store(&t->last_ent[k], NULL);
     }
 }
+
 
 NTP_TLS ntp_tagtab_t *ntp_tls_tags = &empty_tab;
 
@@ -51,6 +52,27 @@ static void tags_init_once(void)
 void ntp_tags_init(void)
 {
     pthread_once(&reg.once, tags_init_once);
+}
+
+/* A key whose tag has bit 31 set matches no lookup (labels never have it), yet its counts are
+ * still those of the tag: snapshots mask the bit. */
+#define KEY_FORGOTTEN 0x80000000ull
+
+void ntp_tags_forget(int (*bad)(uint32_t tag))
+{
+    ntp_tags_init();
+    pthread_mutex_lock(&reg.lock);
+    for (ntp_tagtab_t *t = reg.live; t != NULL; t = t->next) {
+        pthread_mutex_lock(&t->lock); /* the owner cannot grow it meanwhile */
+        for (uint32_t i = 0; i <= t->mask; i++) {
+            uint64_t k = ntp_load(&t->ent[i].key);
+            if (k != 0 && !(k & KEY_FORGOTTEN) && bad((uint32_t)k))
+                ntp_store(&t->ent[i].key, k | KEY_FORGOTTEN);
+        }
+        cache_clear(t);
+        pthread_mutex_unlock(&t->lock);
+    }
+    pthread_mutex_unlock(&reg.lock);
 }
 
 /* Find or insert key in t; t must have room. Returns the slot. */
@@ -179,8 +201,8 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
     ntp_tagent_t *e = slot_for(t, key);
     add_to(e, allocs, frees, bytes);
     unsigned kind = (unsigned)(key >> 32) - 1;
-    t->last_tag[kind] = (uint32_t)key; /* a collided key is found here, not in its home slot */
-    t->last_ent[kind] = e;
+    ntp_store(&t->last_tag[kind], (uint32_t)key); /* a collided key is found here, not at home */
+    ntp_store(&t->last_ent[kind], e);
 }
 
 /* Add all of src's counts into the exited totals (registry lock held). */
@@ -265,7 +287,7 @@ static void merge_table(merge_t *m, ntp_tagtab_t *t)
         uint64_t k = ntp_load(&t->ent[i].key);
         if (k == 0)
             continue;
-        uint32_t tag = (uint32_t)k;
+        uint32_t tag = (uint32_t)k & ~(uint32_t)KEY_FORGOTTEN;
         unsigned kind = (unsigned)(k >> 32) - 1;
         if ((m->count + 1) * 2 > m->mask + 1 && !merge_grow(m))
             return;

@@ -30,8 +30,8 @@ typedef struct ntp_tagent {
 typedef struct ntp_tagtab {
     /* The entry each kind counted last: most threads use few tags, so most counts skip the
      * hash. last_tag is NTP_TAG_NONE (no label has bit 31 set) until an entry is cached. */
-    uint32_t last_tag[NTPOOL_KINDS];
-    ntp_tagent_t *last_ent[NTPOOL_KINDS];
+    _Atomic uint32_t last_tag[NTPOOL_KINDS];
+    ntp_tagent_t *_Atomic last_ent[NTPOOL_KINDS];
     ntp_tagent_t *ent;
     uint32_t mask; /* slots - 1 */
     uint32_t count;
@@ -62,15 +62,15 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
 NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
 {
     ntp_tagtab_t *t = ntp_tls_tags;
-    if (ntp_likely(t->last_tag[kind] == tag))
-        return t->last_ent[kind];
+    if (ntp_likely(ntp_load(&t->last_tag[kind]) == tag))
+        return ntp_load(&t->last_ent[kind]); /* NULL if ntp_tags_forget just cleared it */
     /* The key's home slot; anything further (a collision) is the slow path's. The empty
      * table's one slot never matches, so it is never written here. */
     uint64_t k = ntp_tag_key(tag, kind);
     ntp_tagent_t *e = &t->ent[ntp_tag_hash(k) & t->mask];
     if (ntp_likely(ntp_load(&e->key) == k)) {
-        t->last_tag[kind] = tag;
-        t->last_ent[kind] = e;
+        ntp_store(&t->last_tag[kind], tag);
+        ntp_store(&t->last_ent[kind], e);
         return e;
     }
     return NULL;
@@ -101,6 +101,11 @@ NTP_INLINE void ntp_tags_count(uint32_t tag, unsigned kind, int64_t allocs, int6
     (void)tag, (void)kind, (void)allocs, (void)frees, (void)bytes;
 #endif
 }
+
+/* Make every thread's entries for tags that bad() refuses unknown to the fast paths, so the
+ * next allocation with such a tag takes the full path and its checks (NTPOOL_TAG_CHECKS turned
+ * on). Their counts stay and still show under the tag. */
+void ntp_tags_forget(int (*bad)(uint32_t tag));
 
 /* One tag's totals per kind. */
 typedef struct ntp_tag_sum {

@@ -714,7 +714,8 @@ static void sp_check_pattern(void *p, const sp_loc_t *L, sp_slot_t *s, const voi
     const uint8_t *bad = sp_first_diff(page, start, s->pattern);
     uintptr_t why = 0x23;
     if (bad == NULL) {
-        bad = sp_first_diff(start + s->size, page + SP_PAGE, s->pattern);
+        /* A zero-byte request has one usable byte (ExQueryPoolBlockSize says 1). */
+        bad = sp_first_diff(start + (s->size ? s->size : 1), page + SP_PAGE, s->pattern);
         why = 0x24;
     }
     if (bad == NULL)
