@@ -588,7 +588,7 @@ static void remote_push(ntp_span_t *s, ntp_block_t *b)
     uintptr_t key = s->key;
     uintptr_t old = atomic_load_explicit(&s->xfree, memory_order_relaxed);
     do {
-        b->next = (old & ~NTP_XFREE_ATTN) ^ key;
+        b->xnext = (old & ~NTP_XFREE_ATTN) ^ key;
     } while (!atomic_compare_exchange_weak_explicit(&s->xfree, &old, (uintptr_t)b,
                                                     memory_order_release, memory_order_relaxed));
     /* Heaps are never freed, so this is safe even if the owner has exited meanwhile. */
@@ -699,7 +699,7 @@ static void reap_abandoned(ntp_theap_t *h, unsigned kind, unsigned cls)
         /* Nobody owns it: every block out either is still out or waits on xfree. */
         uint32_t pending = 0;
         for (uintptr_t x = ntp_load(&s->xfree) & ~NTP_XFREE_ATTN; x != 0 && pending <= s->used;
-             x = ((ntp_block_t *)x)->next ^ s->key)
+             x = ((ntp_block_t *)x)->xnext ^ s->key)
             pending++;
         if (pending == s->used) {
             abandoned_remove(s);
@@ -864,7 +864,7 @@ static int validate_span(ntp_span_t *s, char *why, size_t len)
     }
     uint32_t pending = 0;
     for (uintptr_t x = ntp_load(&s->xfree) & ~NTP_XFREE_ATTN; x != 0;
-         x = ((ntp_block_t *)x)->next ^ s->key)
+         x = ((ntp_block_t *)x)->xnext ^ s->key)
         if (++pending > cap)
             return bad(why, len, "remote list is longer than the span");
     if (s->used + listed != cap)

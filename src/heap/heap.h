@@ -78,9 +78,10 @@ typedef enum ntpool_hf {
  * two frees of one block). The hook reports it; if it returns, the engine drops the damaged
  * list and goes on. */
 typedef enum ntpool_corruption {
+    NTPOOL_CORRUPT_NONE = 0,
     NTPOOL_CORRUPT_FREE_LIST = 1, /* a - block, b - decoded next pointer */
     NTPOOL_CORRUPT_FREED_BLOCK,   /* a - block on a free list whose label says allocated, b - label */
-    NTPOOL_CORRUPT_REMOTE_DOUBLE, /* a - block freed twice by racing threads, b - label */
+    NTPOOL_CORRUPT_REMOTE_DOUBLE, /* a - block freed twice by racing threads, b - its size */
 } ntpool_corruption_t;
 typedef void (*ntpool_corruption_hook_t)(ntpool_corruption_t what, uintptr_t a, uintptr_t b);
 

@@ -76,8 +76,14 @@
  * released as soon as the block is visible. */
 #define NTP_XFREE_ATTN ((uintptr_t)1)
 
+/* A free block's first two words (every block is at least 16 bytes). A block on the owner's
+ * lists links through `next`; a block on a span's remote list through `xnext`, a word of its
+ * own, so that when a double free races between the owner and another thread (both think they
+ * freed it) neither push overwrites the other's link: each list stays whole, and the owner finds
+ * the extra entry when it collects (its label is no longer NTPOOL_LABEL_REMOTE). */
 typedef struct ntp_block {
-    uintptr_t next; /* encoded: next ^ span->key */
+    uintptr_t next;  /* encoded: next ^ span->key */
+    uintptr_t xnext; /* remote list: encoded like next */
 } ntp_block_t;
 
 struct ntp_theap;

@@ -135,27 +135,33 @@ int ntp_span_extend(ntp_span_t *s, unsigned level)
     return (int)n;
 }
 
-/* Move remote frees onto s->free (which is empty). Owner only. Returns blocks collected. */
+/* Move remote frees onto s->free (which is empty). Owner only. Returns blocks collected.
+ * Damage is reported once the span is consistent again, because a bug-check handler may
+ * return or jump away: the first damaged entry is reported, the rest of the list is taken. */
 uint32_t ntp_span_collect(ntp_span_t *s)
 {
     uintptr_t list =
         atomic_exchange_explicit(&s->xfree, 0, memory_order_acquire) & ~NTP_XFREE_ATTN;
     uint32_t got = 0;
     ntp_block_t *head = s->free;
+    ntpool_corruption_t what = NTPOOL_CORRUPT_NONE;
+    uintptr_t bad_a = 0, bad_b = 0;
     while (list != 0) {
         ntp_block_t *b = (ntp_block_t *)list;
-        uintptr_t nx = b->next ^ s->key;
         uint32_t idx;
         uintptr_t start;
         if (!ntp_span_block_of(s, list, &idx, &start) || start != list) {
-            ntp_corrupt(NTPOOL_CORRUPT_FREE_LIST, list, 0);
+            if (what == NTPOOL_CORRUPT_NONE)
+                what = NTPOOL_CORRUPT_FREE_LIST, bad_a = list, bad_b = 0;
             break; /* the rest of the list cannot be trusted */
         }
+        uintptr_t nx = b->xnext ^ s->key;
         uint32_t lab = ntp_load(&s->labels[idx]);
         if (lab != NTPOOL_LABEL_REMOTE) {
             /* Freed by the owner too, in a race with this remote free: it is already on a
              * local list (label 0) or handed out again. Do not link it a second time. */
-            ntp_corrupt(NTPOOL_CORRUPT_REMOTE_DOUBLE, list, lab);
+            if (what == NTPOOL_CORRUPT_NONE)
+                what = NTPOOL_CORRUPT_REMOTE_DOUBLE, bad_a = list, bad_b = s->bsize;
         } else {
             ntp_store(&s->labels[idx], 0);
             b->next = (uintptr_t)head ^ s->key;
@@ -163,7 +169,8 @@ uint32_t ntp_span_collect(ntp_span_t *s)
             got++;
         }
         if (nx != 0 && nx - s->base >= s->len) {
-            ntp_corrupt(NTPOOL_CORRUPT_FREE_LIST, list, nx);
+            if (what == NTPOOL_CORRUPT_NONE)
+                what = NTPOOL_CORRUPT_FREE_LIST, bad_a = list, bad_b = nx;
             break;
         }
         list = nx;
@@ -174,6 +181,8 @@ uint32_t ntp_span_collect(ntp_span_t *s)
         uint8_t st = ntp_load(&s->state);
         ntp_store(&s->state, (uint8_t)(st & ~NTP_STATE_FRESH));
     }
+    if (ntp_unlikely(what != NTPOOL_CORRUPT_NONE))
+        ntp_corrupt(what, bad_a, bad_b);
     return got;
 }
 
