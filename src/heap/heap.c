@@ -175,7 +175,8 @@ static void span_drop(ntp_span_t *s)
     atomic_thread_fence(memory_order_seq_cst);
     _Atomic uint32_t *labels = s->labels;
     s->labels = NULL;
-    ntp_meta_free((void *)labels, sizeof(uint32_t) * ntp_classes[s->cls].reserved);
+    s->xbits = NULL;
+    ntp_meta_free((void *)labels, ntp_span_meta_size(ntp_classes[s->cls].reserved));
     pthread_mutex_lock(&ntp_heap.abandoned_lock);
     ntp_heap.spans_live--;
     pthread_mutex_unlock(&ntp_heap.abandoned_lock);
@@ -292,7 +293,6 @@ static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
     s->free = s->local_free = NULL;
     s->used = 0;
     ntp_store(&s->capacity, 0);
-    ntp_store(&s->xfree, 0);
     ntp_store(&s->state, 0);
     atomic_store_explicit(&s->owner, h, memory_order_release);
 }
@@ -300,16 +300,19 @@ static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
 static ntp_span_t *span_new(ntp_theap_t *h, unsigned kind, unsigned cls)
 {
     const ntp_class_info_t *ci = &ntp_classes[cls];
-    _Atomic uint32_t *labels = ntp_meta_alloc(sizeof(uint32_t) * ci->reserved);
+    /* Labels and remote-free bitmap in one piece, zeroed. */
+    size_t meta = ntp_span_meta_size(ci->reserved);
+    _Atomic uint32_t *labels = ntp_meta_alloc(meta);
     if (labels == NULL)
         return NULL;
     ntp_span_t *s = ntp_span_carve(kind, ci->slices);
     if (s == NULL) {
-        ntp_meta_free((void *)labels, sizeof(uint32_t) * ci->reserved);
+        ntp_meta_free((void *)labels, meta);
         return NULL;
     }
     span_init_class(h, s, cls);
     s->labels = labels;
+    s->xbits = (_Atomic uint64_t *)((char *)labels + meta - NTP_XWORDS(ci->reserved) * 8);
     pthread_mutex_lock(&ntp_heap.abandoned_lock);
     ntp_heap.spans_created++;
     ntp_heap.spans_live++;
@@ -332,6 +335,7 @@ static ntp_span_t *span_adopt(ntp_theap_t *h, unsigned kind, unsigned cls)
         return NULL;
     atomic_store_explicit(&s->owner, h, memory_order_release);
     state_set(s, 0, NTP_STATE_ABANDONED | NTP_STATE_FRESH);
+    ntp_span_clear_attn(s);
     ntp_span_collect(s);
     return s;
 }
@@ -347,7 +351,7 @@ static int span_ready(ntp_span_t *s, unsigned level)
         state_set(s, 0, NTP_STATE_FRESH);
         return 1;
     }
-    if (ntp_load(&s->xfree) && ntp_span_collect(s))
+    if (ntp_span_collect(s))
         return 1;
     return ntp_span_extend(s, level) > 0;
 }
@@ -364,9 +368,10 @@ static void heap_drain_attention(ntp_theap_t *h, unsigned kind)
         ntp_span_t *s, *next;
         for (s = h->full[kind][cls].head; s != NULL; s = next) {
             next = s->next;
-            if ((ntp_load(&s->xfree) & ~NTP_XFREE_ATTN) != 0) {
+            if (ntp_span_pending(s) != 0) {
                 list_remove(&h->full[kind][cls], s);
                 state_set(s, 0, NTP_STATE_FULL);
+                ntp_span_clear_attn(s);
                 list_push(&h->avail[kind][cls], s);
             }
         }
@@ -374,12 +379,10 @@ static void heap_drain_attention(ntp_theap_t *h, unsigned kind)
 }
 
 /* Park s (owned, not current, no free block) on the full list - unless a remote free arrived,
- * in which case it goes to avail. The CAS makes the two exclusive (see NTP_XFREE_ATTN). */
+ * in which case it goes to avail. The CASes make the two exclusive (see NTP_XATTN). */
 static void park(ntp_theap_t *h, unsigned kind, unsigned cls, ntp_span_t *s)
 {
-    uintptr_t expect = 0;
-    if (atomic_compare_exchange_strong(&s->xfree, &expect, NTP_XFREE_ATTN) ||
-        expect == NTP_XFREE_ATTN) {
+    if (ntp_span_park_attn(s)) {
         state_set(s, NTP_STATE_FULL, NTP_STATE_CUR);
         list_push(&h->full[kind][cls], s);
     } else {
@@ -505,6 +508,7 @@ void ntp_span_event(ntp_theap_t *h, ntp_span_t *s)
     if (st & NTP_STATE_FULL) {
         list_remove(&h->full[s->kind][s->cls], s);
         state_set(s, 0, NTP_STATE_FULL);
+        ntp_span_clear_attn(s);
         list_push(&h->avail[s->kind][s->cls], s);
     }
     if (s->used == 0 && !(ntp_load(&s->state) & NTP_STATE_CUR)) {
@@ -577,22 +581,22 @@ ntpool_hf_t ntpool_heap_lookup(const void *p, ntpool_block_info_t *info)
     return classify((uintptr_t)p, &s, &idx, info);
 }
 
-static void remote_push(ntp_span_t *s, ntp_block_t *b)
+/* Hand block idx of s (its label now REMOTE) to the owner: one CAS on its bitmap word, the last
+ * touch of the span - once the bit is visible the owner may collect it and release the span. */
+static void remote_push(ntp_span_t *s, uint32_t idx)
 {
     ntp_theap_t *me = ntp_tls_heap;
     atomic_store_explicit(&me->n_remote, ntp_load(&me->n_remote) + 1, memory_order_relaxed);
-    /* Read what we need of the span first: once the block is on xfree the owner may collect it
-     * and release the span. */
     ntp_theap_t *owner = ntp_load(&s->owner);
     unsigned kind = s->kind, cls = s->cls;
-    uintptr_t key = s->key;
-    uintptr_t old = atomic_load_explicit(&s->xfree, memory_order_relaxed);
-    do {
-        b->xnext = (old & ~NTP_XFREE_ATTN) ^ key;
-    } while (!atomic_compare_exchange_weak_explicit(&s->xfree, &old, (uintptr_t)b,
-                                                    memory_order_release, memory_order_relaxed));
+    _Atomic uint64_t *word = &s->xbits[idx / NTP_XBITS];
+    uint64_t bit = (uint64_t)1 << (idx % NTP_XBITS);
+    uint64_t old = atomic_load_explicit(word, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(word, &old, (old & ~NTP_XATTN) | bit,
+                                                  memory_order_release, memory_order_relaxed))
+        ;
     /* Heaps are never freed, so this is safe even if the owner has exited meanwhile. */
-    if ((old & NTP_XFREE_ATTN) && owner != NULL)
+    if ((old & NTP_XATTN) && owner != NULL)
         atomic_fetch_or_explicit(&owner->attn[kind], (uint64_t)1 << cls, memory_order_release);
 }
 
@@ -616,7 +620,7 @@ ntpool_hf_t ntpool_heap_free(void *p, uint32_t expect, ntpool_block_info_t *info
     }
     /* Another thread's (or an abandoned) span: claim the block with one CAS, so of two racing
      * frees exactly one wins. (A block of our own reaches here only when the fast path was
-     * not inlined for it; the push is correct for it too: we collect our own xfree.) */
+     * not inlined for it; the push is correct for it too: we collect our own bitmap.) */
     uint32_t lab = info->label;
     for (;;) {
         if (lab == 0 || lab == NTPOOL_LABEL_REMOTE) {
@@ -632,7 +636,7 @@ ntpool_hf_t ntpool_heap_free(void *p, uint32_t expect, ntpool_block_info_t *info
             break;
     }
     info->label = lab;
-    remote_push(s, (ntp_block_t *)p);
+    remote_push(s, idx);
     return NTPOOL_HF_OK;
 }
 
@@ -696,11 +700,8 @@ static void reap_abandoned(ntp_theap_t *h, unsigned kind, unsigned cls)
     pthread_mutex_lock(&ntp_heap.abandoned_lock);
     for (ntp_span_t *s = ntp_heap.abandoned[kind][cls].head; s != NULL; s = next) {
         next = s->next;
-        /* Nobody owns it: every block out either is still out or waits on xfree. */
-        uint32_t pending = 0;
-        for (uintptr_t x = ntp_load(&s->xfree) & ~NTP_XFREE_ATTN; x != 0 && pending <= s->used;
-             x = ((ntp_block_t *)x)->xnext ^ s->key)
-            pending++;
+        /* Nobody owns it: every block out either is still out or waits in its bitmap. */
+        uint32_t pending = ntp_span_pending(s);
         if (pending == s->used) {
             abandoned_remove(s);
             s->next = empty;
@@ -862,11 +863,7 @@ static int validate_span(ntp_span_t *s, char *why, size_t len)
                 return bad(why, len, "free list is longer than the span (cycle?)");
         }
     }
-    uint32_t pending = 0;
-    for (uintptr_t x = ntp_load(&s->xfree) & ~NTP_XFREE_ATTN; x != 0;
-         x = ((ntp_block_t *)x)->xnext ^ s->key)
-        if (++pending > cap)
-            return bad(why, len, "remote list is longer than the span");
+    uint32_t pending = ntp_span_pending(s);
     if (s->used + listed != cap)
         return bad(why, len, "used + listed blocks differs from carved blocks");
     uint32_t allocated = 0, remote = 0;
@@ -878,7 +875,7 @@ static int validate_span(ntp_span_t *s, char *why, size_t len)
             allocated++;
     }
     if (remote != pending)
-        return bad(why, len, "remote labels differ from the remote list");
+        return bad(why, len, "remote labels differ from the remote-free bitmap");
     if (allocated + remote != s->used)
         return bad(why, len, "allocated labels differ from the used count");
     return 0;

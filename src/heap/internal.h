@@ -22,9 +22,12 @@
  * range-checked on every pop, so a write to freed memory is caught instead of followed.
  *
  * Ownership: a span belongs to one thread heap (span->owner) which alone touches free,
- * local_free, used and capacity. Other threads free by CAS-ing the label to REMOTE and pushing
- * the block on span->xfree; the owner collects that list in batches. A thread that exits
- * abandons its spans (owner = NULL) into a global list from which other threads adopt them.
+ * local_free, used and capacity. Other threads free by CAS-ing the label to REMOTE and setting
+ * the block's bit in span->xbits, a bitmap beside the labels; the owner collects the bits in
+ * batches. A remote free writes nothing into the block, so a double free that races the owner's
+ * own free (both pass their label check) leaves each list whole: the owner finds the bit of a
+ * block whose label is no longer REMOTE and reports it. A thread that exits abandons its spans
+ * (owner = NULL) into a global list from which other threads adopt them.
  *
  * Locks, in order: registry_lock -> abandoned_lock -> kind[k].lock -> meta lock.
  * No lock is held while calling the corruption hook or returning to a caller.
@@ -70,20 +73,17 @@
 #define NTP_STATE_FRESH 0x4 /* every block on span->free reads as zero */
 #define NTP_STATE_ABANDONED 0x8
 
-/* Set in span->xfree by an owner that parks the span on its full list with no remote frees
- * pending. The remote free that finds it clears it in the same CAS that pushes its block and
- * then sets the class's bit in the owner's attn mask: the heap, never the span, which may be
- * released as soon as the block is visible. */
-#define NTP_XFREE_ATTN ((uintptr_t)1)
+/* span->xbits: NTP_XBITS blocks per 64-bit word (block i is bit i % 63 of word i / 63), and
+ * bit 63 of every word is NTP_XATTN, set in all words by an owner that parks the span on its
+ * full list with no remote free pending. The remote free that finds it in its word clears it in
+ * the same CAS that sets its block's bit, and then sets the class's bit in the owner's attn
+ * mask: the heap, never the span, which may be released as soon as the bit is visible. */
+#define NTP_XBITS 63u
+#define NTP_XATTN ((uint64_t)1 << 63)
+#define NTP_XWORDS(reserved) (((reserved) + NTP_XBITS - 1) / NTP_XBITS)
 
-/* A free block's first two words (every block is at least 16 bytes). A block on the owner's
- * lists links through `next`; a block on a span's remote list through `xnext`, a word of its
- * own, so that when a double free races between the owner and another thread (both think they
- * freed it) neither push overwrites the other's link: each list stays whole, and the owner finds
- * the extra entry when it collects (its label is no longer NTPOOL_LABEL_REMOTE). */
 typedef struct ntp_block {
-    uintptr_t next;  /* encoded: next ^ span->key */
-    uintptr_t xnext; /* remote list: encoded like next */
+    uintptr_t next; /* encoded: next ^ span->key */
 } ntp_block_t;
 
 struct ntp_theap;
@@ -108,7 +108,7 @@ typedef struct ntp_span {
     uint8_t nslices;
     /* --- cache line 1: slow paths --- */
     _Atomic(struct ntp_theap *) owner;
-    _Atomic uintptr_t xfree;  /* remote frees, encoded like free; bit 0 = NTP_XFREE_ATTN */
+    _Atomic uint64_t *xbits;  /* remote frees: a bit per block, NTP_XBITS per word (+NTP_XATTN) */
     _Atomic uint32_t capacity; /* blocks carved so far (owner-written) */
     uint32_t reserved;        /* blocks the span can hold */
     struct ntp_span *next, *prev; /* heap avail/full list, or the abandoned list */
@@ -232,6 +232,10 @@ uint32_t ntp_span_index(const ntp_span_t *s, uintptr_t a);
 int ntp_span_block_of(const ntp_span_t *s, uintptr_t a, uint32_t *idx, uintptr_t *start);
 int ntp_span_extend(ntp_span_t *s, unsigned level);
 uint32_t ntp_span_collect(ntp_span_t *s);
+uint32_t ntp_span_pending(const ntp_span_t *s);
+int ntp_span_park_attn(ntp_span_t *s);
+void ntp_span_clear_attn(ntp_span_t *s);
+size_t ntp_span_meta_size(uint32_t reserved);
 void ntp_span_rebuild(ntp_span_t *s);
 void ntp_corrupt(ntpool_corruption_t what, uintptr_t a, uintptr_t b);
 ntp_span_t *ntp_span_of(uintptr_t a);

@@ -406,6 +406,7 @@ ntp_span_t *ntp_huge_alloc(unsigned kind, size_t size, unsigned level)
     s->shape = NTP_SHAPE_HUGE;
     s->bsize = (uint32_t)NTP_MIN(pages_bytes, (uint64_t)UINT32_MAX);
     s->labels = &s->huge_label;
+    s->xbits = NULL; /* freed by a CAS of its one label, never through the bitmap */
     s->reserved = 1;
     ntp_store(&s->capacity, 1);
     s->charged = pages_bytes;

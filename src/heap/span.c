@@ -135,45 +135,41 @@ int ntp_span_extend(ntp_span_t *s, unsigned level)
     return (int)n;
 }
 
+/* Bytes of a span's out-of-line metadata: the labels, then the remote-free bitmap. */
+size_t ntp_span_meta_size(uint32_t reserved)
+{
+    return NTP_ALIGN_UP((size_t)reserved * sizeof(uint32_t), 8) + NTP_XWORDS(reserved) * 8;
+}
+
 /* Move remote frees onto s->free (which is empty). Owner only. Returns blocks collected.
- * Damage is reported once the span is consistent again, because a bug-check handler may
- * return or jump away: the first damaged entry is reported, the rest of the list is taken. */
+ * A set bit whose block's label is not REMOTE is a double free that raced the owner's own free
+ * (the block is on a local list or handed out again): it is not linked again, and the first
+ * one is reported once the span is consistent, since a bug-check handler may jump away. */
 uint32_t ntp_span_collect(ntp_span_t *s)
 {
-    uintptr_t list =
-        atomic_exchange_explicit(&s->xfree, 0, memory_order_acquire) & ~NTP_XFREE_ATTN;
-    uint32_t got = 0;
+    uint32_t got = 0, words = NTP_XWORDS(s->reserved);
     ntp_block_t *head = s->free;
-    ntpool_corruption_t what = NTPOOL_CORRUPT_NONE;
-    uintptr_t bad_a = 0, bad_b = 0;
-    while (list != 0) {
-        ntp_block_t *b = (ntp_block_t *)list;
-        uint32_t idx;
-        uintptr_t start;
-        if (!ntp_span_block_of(s, list, &idx, &start) || start != list) {
-            if (what == NTPOOL_CORRUPT_NONE)
-                what = NTPOOL_CORRUPT_FREE_LIST, bad_a = list, bad_b = 0;
-            break; /* the rest of the list cannot be trusted */
-        }
-        uintptr_t nx = b->xnext ^ s->key;
-        uint32_t lab = ntp_load(&s->labels[idx]);
-        if (lab != NTPOOL_LABEL_REMOTE) {
-            /* Freed by the owner too, in a race with this remote free: it is already on a
-             * local list (label 0) or handed out again. Do not link it a second time. */
-            if (what == NTPOOL_CORRUPT_NONE)
-                what = NTPOOL_CORRUPT_REMOTE_DOUBLE, bad_a = list, bad_b = s->bsize;
-        } else {
+    uintptr_t raced = 0;
+    for (uint32_t w = 0; w < words; w++) {
+        if ((ntp_load(&s->xbits[w]) & ~NTP_XATTN) == 0)
+            continue;
+        uint64_t bits =
+            atomic_exchange_explicit(&s->xbits[w], 0, memory_order_acquire) & ~NTP_XATTN;
+        while (bits) {
+            uint32_t idx = w * NTP_XBITS + (uint32_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            uintptr_t a = block_addr(s, idx);
+            if (ntp_load(&s->labels[idx]) != NTPOOL_LABEL_REMOTE) {
+                if (raced == 0)
+                    raced = a;
+                continue;
+            }
             ntp_store(&s->labels[idx], 0);
+            ntp_block_t *b = (ntp_block_t *)a;
             b->next = (uintptr_t)head ^ s->key;
             head = b;
             got++;
         }
-        if (nx != 0 && nx - s->base >= s->len) {
-            if (what == NTPOOL_CORRUPT_NONE)
-                what = NTPOOL_CORRUPT_FREE_LIST, bad_a = list, bad_b = nx;
-            break;
-        }
-        list = nx;
     }
     s->free = head;
     s->used -= got;
@@ -181,9 +177,48 @@ uint32_t ntp_span_collect(ntp_span_t *s)
         uint8_t st = ntp_load(&s->state);
         ntp_store(&s->state, (uint8_t)(st & ~NTP_STATE_FRESH));
     }
-    if (ntp_unlikely(what != NTPOOL_CORRUPT_NONE))
-        ntp_corrupt(what, bad_a, bad_b);
+    if (ntp_unlikely(raced != 0))
+        ntp_corrupt(NTPOOL_CORRUPT_REMOTE_DOUBLE, raced, s->bsize);
     return got;
+}
+
+/* Remote frees waiting in s's bitmap. */
+uint32_t ntp_span_pending(const ntp_span_t *s)
+{
+    uint32_t n = 0, words = NTP_XWORDS(s->reserved);
+    for (uint32_t w = 0; w < words; w++)
+        n += (uint32_t)__builtin_popcountll(ntp_load(&s->xbits[w]) & ~NTP_XATTN);
+    return n;
+}
+
+/* The owner parks s on its full list: ask every word for attention, unless a remote free is
+ * already pending. Returns 1 when parked with NTP_XATTN in every word, 0 (nothing left set)
+ * when a remote free was found: then s has blocks to collect and is not full. */
+int ntp_span_park_attn(ntp_span_t *s)
+{
+    uint32_t words = NTP_XWORDS(s->reserved);
+    for (uint32_t w = 0; w < words; w++) {
+        uint64_t expect = 0;
+        if (atomic_compare_exchange_strong(&s->xbits[w], &expect, NTP_XATTN) ||
+            expect == NTP_XATTN)
+            continue;
+        /* A pending free in word w: take back what was set. A remote free may have cleared
+         * some of it meanwhile (and told the owner, which costs one look at the full list). */
+        for (uint32_t v = 0; v < w; v++)
+            atomic_fetch_and_explicit(&s->xbits[v], ~NTP_XATTN, memory_order_relaxed);
+        return 0;
+    }
+    return 1;
+}
+
+/* s leaves the full list: clear the attention requests no remote free took, so that later
+ * remote frees do not tell the owner about a span it already has. */
+void ntp_span_clear_attn(ntp_span_t *s)
+{
+    uint32_t words = NTP_XWORDS(s->reserved);
+    for (uint32_t w = 0; w < words; w++)
+        if (ntp_load(&s->xbits[w]) & NTP_XATTN)
+            atomic_fetch_and_explicit(&s->xbits[w], ~NTP_XATTN, memory_order_relaxed);
 }
 
 /* Rebuild s's lists and count from its labels, which are the truth: the fork child's view of a
@@ -211,6 +246,7 @@ void ntp_span_rebuild(ntp_span_t *s)
     s->free = (ntp_block_t *)head;
     s->local_free = NULL;
     s->used = used;
-    ntp_store(&s->xfree, 0);
+    for (uint32_t w = 0; w < NTP_XWORDS(s->reserved); w++)
+        ntp_store(&s->xbits[w], 0);
     ntp_store(&s->state, 0);
 }

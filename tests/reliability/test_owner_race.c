@@ -10,16 +10,12 @@
  * twice, and ntpool_validate is clean once the report came.
  *
  * The late case needs the remote free's CAS to land between the owner's load and store of the
- * label: a plain build rarely hits it in 1500 rounds; under ThreadSanitizer (which then reports
- * the program's race on the block: run it with report_bugs=0 there) it comes within a few runs.
- * The block is then on two lists, the owner's (linked through its first word) and the remote
- * list (through its second word); the owner reports it, 0xC2/0x7 with the block's address, when
- * it collects its remote frees, and does not link it a second time.
- *
- * Open bug (label known-bug): if the owner hands the block out again before that collection and
- * its second word is overwritten (zeroing does it), the remote frees queued behind it are lost:
- * leaked, labels left REMOTE, and ntpool_validate says "remote labels differ from the remote
- * list". No block is handed out twice.
+ * label: a plain build rarely hits it in 1500 rounds; under ThreadSanitizer (run it with
+ * report_bugs=0 there: the race is the program's own) a few rounds in 1500 do. The block is then
+ * on the owner's list and its bit is set in the span's remote-free bitmap; the owner reports it,
+ * 0xC2/0x7 with the block's address, when it collects, and does not link it a second time.
+ * (Found here as an open bug while remote frees were a list linked through the block: the two
+ * pushes wrote the same word, one list ran into the other and blocks were lost.)
  */
 #include <pthread.h>
 #include <stdatomic.h>
