@@ -220,7 +220,7 @@ def targets(D):
     r = ratio(ins.get("ntpool"), ins.get("mimalloc"))
     add("instructions per pair, ntpool / mimalloc", f"{num(ins.get('ntpool'))} / {num(ins.get('mimalloc'))}"
         + (f" = {r:.2f}x" if r else ""), None)
-    return "### Targets (issue), ntpool on this run\n\n" + table(["target", "measured", ""], rows)
+    return "### Targets, ntpool on this run\n\n" + table(["target", "measured", ""], rows)
 
 
 def markdown(data):

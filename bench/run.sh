@@ -9,19 +9,22 @@
 #   --only pair,rand   some workloads only (the document is then left alone)
 #   --runs N           N runs per cell instead of 5 (7 for cross-thread workloads)
 #   --out DIR          results directory
+#   --no-real          leave out the real programs (preload/bench-real.sh), the last step of a
+#                      full run
 #
 # As root on a fresh Debian 12 it installs what it needs: the build packages (scripts/deps.sh),
 # the peers, valgrind and python3. Without root, a peer that is missing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-smoke=0 only="" runs="" out=""
+smoke=0 only="" runs="" out="" real=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --only) only=$2; shift ;;
     --runs) runs=$2; shift ;;
     --out) out=$2; shift ;;
-    *) echo "usage: $0 [--smoke] [--only w1,w2] [--runs N] [--out DIR]" >&2; exit 2 ;;
+    --no-real) real=0 ;;
+    *) echo "usage: $0 [--smoke] [--only w1,w2] [--runs N] [--out DIR] [--no-real]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -67,5 +70,9 @@ if [ "$smoke" = 0 ] && [ -z "$only" ]; then
   mkdir -p docs/bench
   cp "$res/chart.svg" "$res/summary.csv" "$res/raw.csv" docs/bench/
   echo "run.sh: docs/BENCHMARKS.md and docs/bench/ updated from $res"
+  # The same allocators under real programs, through their preload libraries.
+  if [ "$real" = 1 ]; then
+    bash preload/bench-real.sh -n "${runs:-5}" || status=$?
+  fi
 fi
 exit $status

@@ -3,7 +3,9 @@
 # on glibc and, through their own preload libraries, on mimalloc, jemalloc, tcmalloc and ntpool
 # (libntpool-preload.so). Medians of several runs; the allocators take turns within each run
 # so that drift in the machine's load spreads over all of them. Every allocator's output is
-# checked against glibc's. Writes a Markdown report (default docs/REAL-PROGRAMS.md).
+# checked against glibc's. Writes a Markdown report into docs/BENCHMARKS.md, between its
+# real:results markers (-o FILE: into FILE, between the same markers if it has them, else the
+# whole file; -o -: to stdout).
 #
 #   bash preload/bench-real.sh [-n RUNS] [-w "python sqlite ..."] [-s SCALE] [-o FILE|-]
 #                              [--lib path/to/libntpool-preload.so] [--keep DIR]
@@ -13,7 +15,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-runs=5 scale=1 out=$root/docs/REAL-PROGRAMS.md lib="" keep="" names=""
+runs=5 scale=1 out=$root/docs/BENCHMARKS.md lib="" keep="" names=""
 while [ $# -gt 0 ]; do
   case $1 in
     -n) runs=$2; shift 2 ;;
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     -o) out=$2; shift 2 ;;
     --lib) lib=$2; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
-    *) sed -n '2,12p' "$0"; exit 2 ;;
+    *) sed -n '2,14p' "$0"; exit 2 ;;
   esac
 done
 source "$here/tests/workloads.sh"
@@ -157,15 +159,16 @@ table() {
     }' "$results"
 }
 
+# report [H]: the report, its headings one level below H (default "#").
 report() {
-  local cpu
+  local cpu h=${1:-#}
   cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-  echo "# Real programs on ntpool"
+  echo "$h Real programs on ntpool"
   echo
   echo "Real programs nobody here wrote, each run on glibc's malloc and, through their own preload"
   echo "libraries, on mimalloc, jemalloc, tcmalloc and ntpool (\`libntpool-preload.so\`). Produced by"
-  echo "\`bash preload/bench-real.sh\`; the workloads are in \`preload/tests/workloads.sh\` (the same ones"
-  echo "the \`preload.real.*\` tests check for identical output)."
+  echo "\`bash preload/bench-real.sh\` (also the last step of \`bash bench/run.sh\`); the workloads are in"
+  echo "\`preload/tests/workloads.sh\` (the same ones the \`preload.real.*\` tests check for identical output)."
   echo
   echo "| workload | what it does |"
   echo "|---|---|"
@@ -179,15 +182,15 @@ report() {
   echo "Machine: $(nproc) CPUs ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(ldd --version | head -1 | sed 's/^ldd //')."
   echo "Started $started; $runs runs, allocators interleaved in each run, scale $scale; load average (1, 5, 15 min) $load_before before, $load_after after."
   echo
-  echo "## Wall time, median of $runs (seconds)"
+  echo "$h# Wall time, median of $runs (seconds)"
   echo
   table 4 1000 "%.2f" mimalloc
   echo
-  echo "## CPU time (user + system of every process), median of $runs (seconds)"
+  echo "$h# CPU time (user + system of every process), median of $runs (seconds)"
   echo
   table 5 1000 "%.2f" mimalloc
   echo
-  echo "## Peak resident memory of the largest process, median of $runs (MiB)"
+  echo "$h# Peak resident memory of the largest process, median of $runs (MiB)"
   echo
   table 6 1024 "%.1f" mimalloc
   echo
@@ -203,8 +206,18 @@ report() {
   echo "(workload, allocator, run, wall ms, CPU ms, peak RSS KiB, ok)."
 }
 
+begin='<!-- real:results:begin -->' end='<!-- real:results:end -->'
 if [ "$out" = - ]; then
   report
+elif [ -f "$out" ] && grep -qF "$begin" "$out" && grep -qF "$end" "$out"; then
+  # Between the markers, one heading level down, without the report's own title.
+  report "##" | tail -n +3 >"$out.part"
+  awk -v b="$begin" -v e="$end" -v part="$out.part" '
+    $0 == b { print; while ((getline l < part) > 0) print l; skip = 1; next }
+    $0 == e { skip = 0 }
+    !skip' "$out" >"$out.new"
+  mv "$out.new" "$out" && rm -f "$out.part"
+  say "wrote the real-program tables into $out"
 else
   mkdir -p "$(dirname "$out")"
   report >"$out"
