@@ -7,7 +7,13 @@
  *   current -> full      when it runs dry;
  *   full -> avail        when its owner frees into it, or a remote free asks for attention;
  *   avail -> current     when the current one runs dry;
- *   any -> released      when its last block comes back and it is not current.
+ *   avail -> kept        when its last block comes back and it is not current, while the
+ *                        heap keeps less than NTP_KEEP_BYTES of such spans;
+ *   any -> released      the same beyond that allowance, and kept ones at trim or thread exit.
+ * A kept span stays on avail, empty and uncharged (an empty span is no pool usage: the limits
+ * and priorities see it as released), and is charged again when a refill takes it. It spares a
+ * program that fills and empties the same few spans in a loop a release, a carve and a purge of
+ * their pages each time round.
  * Everything here runs at most once per span-full of allocations.
  */
 #include <errno.h>
@@ -31,6 +37,12 @@ ntp_theap_t ntp_empty_heap = {
 
 NTP_TLS ntp_theap_t *ntp_tls_heap = &ntp_empty_heap;
 _Atomic int ntp_heap_ready;
+
+/* Empty spans kept for reuse, in bytes of address space (their pages stay resident): at most
+ * NTP_KEEP_BYTES per heap and NTP_KEEP_TOTAL in the process. */
+#define NTP_KEEP_BYTES ((uint64_t)8 << 20)
+#define NTP_KEEP_TOTAL ((uint64_t)64 << 20)
+static _Atomic uint64_t kept_total;
 
 static pthread_once_t heap_once = PTHREAD_ONCE_INIT;
 static _Atomic int cfg_set;
@@ -132,6 +144,7 @@ static void heap_reset_tables(ntp_theap_t *h)
             h->cur[k][c] = &ntp_empty_span;
     memset(h->avail, 0, sizeof h->avail);
     memset(h->full, 0, sizeof h->full);
+    h->kept = 0;
 }
 
 static ntp_theap_t *heap_get(void)
@@ -183,6 +196,51 @@ static void span_drop(ntp_span_t *s)
     ntp_span_release(s);
 }
 
+static uint64_t span_bytes(const ntp_span_t *s)
+{
+    return (uint64_t)s->nslices << NTP_SLICE_SHIFT;
+}
+
+/* s (owned, on avail, not current) is empty: keep it if the heap's allowance has room, else
+ * release it. A kept span's charge is returned to its pool now and taken again by span_unkeep. */
+static void span_keep_or_drop(ntp_theap_t *h, ntp_span_t *s)
+{
+    uint64_t n = span_bytes(s);
+    if (h->kept + n > NTP_KEEP_BYTES || ntp_load(&kept_total) + n > NTP_KEEP_TOTAL) {
+        list_remove(&h->avail[s->kind][s->cls], s);
+        span_drop(s);
+        return;
+    }
+    h->kept += n;
+    atomic_fetch_add_explicit(&kept_total, n, memory_order_relaxed);
+    s->kept_charge = s->charged;
+    s->charged = 0;
+    if (s->kept_charge != 0) {
+        s->dirty = 1; /* its pages held data: whoever gets its slices must not take them as zero */
+        ntp_uncommit(s->kind, s->kept_charge);
+    }
+    state_set(s, NTP_STATE_KEPT, 0);
+}
+
+/* s leaves the kept spans (it is about to be released, or used when `level` is a budget level:
+ * then its charge is taken again, and 0 returned when the budget refuses it). */
+static int span_unkeep(ntp_theap_t *h, ntp_span_t *s, int use, unsigned level)
+{
+    if (!(ntp_load(&s->state) & NTP_STATE_KEPT))
+        return 1;
+    state_set(s, 0, NTP_STATE_KEPT);
+    h->kept -= span_bytes(s);
+    atomic_fetch_sub_explicit(&kept_total, span_bytes(s), memory_order_relaxed);
+    uint64_t c = s->kept_charge;
+    s->kept_charge = 0;
+    if (use && c != 0) {
+        if (!ntp_commit(s->kind, c, level))
+            return 0;
+        s->charged = c;
+    }
+    return 1;
+}
+
 /* Owner gives span s up: drop it if empty, else leave it for adoption. */
 static void span_abandon(ntp_span_t *s)
 {
@@ -192,15 +250,7 @@ static void span_abandon(ntp_span_t *s)
         span_drop(s);
         return;
     }
-    /* Blocks still on the free lists stay there for the adopter. Merge them into one list. */
-    if (s->local_free) {
-        ntp_block_t *b = s->local_free;
-        while ((b->next ^ s->key) != 0)
-            b = (ntp_block_t *)(b->next ^ s->key);
-        b->next = (uintptr_t)s->free ^ s->key;
-        s->free = s->local_free;
-        s->local_free = NULL;
-    }
+    /* Blocks still on the free list stay there for the adopter. */
     state_set(s, NTP_STATE_ABANDONED, NTP_STATE_FRESH);
     atomic_store_explicit(&s->owner, NULL, memory_order_release);
     pthread_mutex_lock(&ntp_heap.abandoned_lock);
@@ -225,6 +275,7 @@ static void heap_abandon_all(ntp_theap_t *h)
                 while (lists[i]->head) {
                     s = lists[i]->head;
                     list_remove(lists[i], s);
+                    span_unkeep(h, s, 0, 0);
                     span_abandon(s);
                 }
         }
@@ -290,7 +341,7 @@ static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
     if (s->shape == NTP_SHAPE_BIG)
         s->len = (uintptr_t)ci->reserved * ci->size;
     s->key = ntp_rand(&h->rng) | 1;
-    s->free = s->local_free = NULL;
+    s->free = NULL;
     s->used = 0;
     ntp_store(&s->capacity, 0);
     ntp_store(&s->state, 0);
@@ -345,12 +396,6 @@ static int span_ready(ntp_span_t *s, unsigned level)
 {
     if (s->free)
         return 1;
-    if (s->local_free) {
-        s->free = s->local_free;
-        s->local_free = NULL;
-        state_set(s, 0, NTP_STATE_FRESH);
-        return 1;
-    }
     if (ntp_span_collect(s))
         return 1;
     return ntp_span_extend(s, level) > 0;
@@ -415,6 +460,10 @@ static ntp_span_t *heap_refill(ntp_theap_t *h, unsigned kind, unsigned cls, unsi
     uint32_t tries = h->avail[kind][cls].count;
     while (tries-- > 0 && (s = h->avail[kind][cls].head) != NULL) {
         list_remove(&h->avail[kind][cls], s);
+        if (!span_unkeep(h, s, 1, level)) {
+            span_drop(s); /* kept, and the budget refuses it at this level */
+            continue;
+        }
         make_current(h, kind, cls, s);
         if (span_ready(s, level))
             return s;
@@ -500,21 +549,21 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
 
 /* ---- free --------------------------------------------------------------------------------- */
 
-/* Called by the fast free when a span became empty while not current, or got a block back while
- * on the full list. */
+/* Called by the fast free when a span became empty while not current, got a block back while
+ * on the full list, or got a used block on a free list of fresh (zero) blocks. */
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s)
 {
     uint8_t st = ntp_load(&s->state);
+    if (st & NTP_STATE_FRESH)
+        state_set(s, 0, NTP_STATE_FRESH);
     if (st & NTP_STATE_FULL) {
         list_remove(&h->full[s->kind][s->cls], s);
         state_set(s, 0, NTP_STATE_FULL);
         ntp_span_clear_attn(s);
         list_push(&h->avail[s->kind][s->cls], s);
     }
-    if (s->used == 0 && !(ntp_load(&s->state) & NTP_STATE_CUR)) {
-        list_remove(&h->avail[s->kind][s->cls], s);
-        span_drop(s);
-    }
+    if (s->used == 0 && !(ntp_load(&s->state) & NTP_STATE_CUR))
+        span_keep_or_drop(h, s);
 }
 
 static ntpool_hf_t classify(uintptr_t a, ntp_span_t **sp, uint32_t *idxp, ntpool_block_info_t *info)
@@ -687,6 +736,7 @@ static void trim_own(ntp_theap_t *h)
                 ntp_span_collect(s);
                 if (s->used == 0) {
                     list_remove(&h->avail[k][c], s);
+                    span_unkeep(h, s, 0, 0);
                     span_drop(s);
                 }
             }
@@ -828,6 +878,7 @@ static void heap_atfork_child(void)
     ntp_heap.cfg.segment_cache = UINT32_MAX; /* no unmapping while we walk the segments */
     ntp_segments_foreach_span(child_fix_span, me);
     ntp_heap.cfg.segment_cache = cache;
+    ntp_store(&kept_total, me->kept); /* the other heaps' kept spans were empty: released */
 }
 
 /* ---- validation -------------------------------------------------------------------------------- */
@@ -849,19 +900,15 @@ static int bad(char *why, size_t len, const char *msg)
 static int validate_span(ntp_span_t *s, char *why, size_t len)
 {
     uint32_t cap = ntp_load(&s->capacity), listed = 0;
-    ntp_block_t *lists[2] = {s->free, s->local_free};
-    for (int i = 0; i < 2; i++) {
-        for (ntp_block_t *b = lists[i]; b != NULL; b = (ntp_block_t *)(b->next ^ s->key)) {
-            uint32_t idx;
-            uintptr_t start;
-            if (!ntp_span_block_of(s, (uintptr_t)b, &idx, &start) || start != (uintptr_t)b ||
-                idx >= cap)
-                return bad(why, len, "free list holds an address that is not a carved block");
-            if (ntp_load(&s->labels[idx]) != 0)
-                return bad(why, len, "free list holds a block whose label says allocated");
-            if (++listed > cap)
-                return bad(why, len, "free list is longer than the span (cycle?)");
-        }
+    for (ntp_block_t *b = s->free; b != NULL; b = (ntp_block_t *)(b->next ^ s->key)) {
+        uint32_t idx;
+        uintptr_t start;
+        if (!ntp_span_block_of(s, (uintptr_t)b, &idx, &start) || start != (uintptr_t)b || idx >= cap)
+            return bad(why, len, "free list holds an address that is not a carved block");
+        if (ntp_load(&s->labels[idx]) != 0)
+            return bad(why, len, "free list holds a block whose label says allocated");
+        if (++listed > cap)
+            return bad(why, len, "free list is longer than the span (cycle?)");
     }
     uint32_t pending = ntp_span_pending(s);
     if (s->used + listed != cap)

@@ -4,7 +4,7 @@
  * What they assume, and why it is safe:
  *   - ntp_tls_heap is never NULL: a thread starts on ntp_empty_heap, whose spans have no free
  *     blocks and no owner, so its first allocation and every free go to the out-of-line paths.
- *   - only the owning thread touches span->free, local_free, used; labels are relaxed atomics
+ *   - only the owning thread touches span->free and used; labels are relaxed atomics
  *     so a remote free's CAS and the owner's plain store are both defined.
  *   - no lock, no atomic read-modify-write, no write to a line another thread writes
  *     (design.md invariant 3). Everything unusual falls through to heap.c.
@@ -28,15 +28,8 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
     ntp_theap_t *h = ntp_tls_heap;
     ntp_span_t *s = h->cur[kind][cls];
     ntp_block_t *b = s->free;
-    if (ntp_unlikely(b == NULL)) {
-        /* The blocks the owner freed become the ones to hand out: no call for that. */
-        b = s->local_free;
-        if (b == NULL)
-            return NULL;
-        s->free = b; /* so that a damaged head is still found (and reported) by the slow path */
-        s->local_free = NULL;
-        ntp_store(&s->state, (uint8_t)(ntp_load(&s->state) & ~NTP_STATE_FRESH));
-    }
+    if (ntp_unlikely(b == NULL))
+        return NULL;
     uintptr_t nx = b->next ^ s->key;
     if (ntp_unlikely(nx - s->base >= s->len) && nx != 0)
         return NULL; /* damaged list: the slow path reports it */
@@ -58,11 +51,13 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
 
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
 
-/* Free a small or big block owned by the calling thread. Returns 0 when done (info->label,
+/* Free a small or big block owned by the calling thread, onto the span's one free list (the
+ * block freed last is the next handed out: it is warm). Returns 0 when done (info->label,
  * size, kind filled), -1 when the out-of-line ntpool_heap_free must decide. *event is the span
  * that needs ntp_span_event(ntp_tls_heap, *event) once the caller has done its bookkeeping (it
- * became empty, or was full), else NULL: callers make that call last, so that their common
- * path calls nothing and saves no register. */
+ * became empty, or was full, or its free list was all fresh blocks until now), else NULL:
+ * callers make that call last, so that their common path calls nothing and saves no
+ * register. */
 NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t *info,
                                   ntp_span_t **event)
 {
@@ -100,14 +95,17 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
         return -1;
     ntp_store(&s->labels[idx], 0);
     ntp_block_t *b = (ntp_block_t *)p;
-    b->next = (uintptr_t)s->local_free ^ s->key;
-    s->local_free = b;
+    b->next = (uintptr_t)s->free ^ s->key;
+    s->free = b;
     info->label = lab;
     info->size = s->bsize;
     info->kind = s->kind;
     uint32_t used = --s->used;
     uint8_t st = ntp_load(&s->state);
-    *event = ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) || (st & NTP_STATE_FULL)) ? s : NULL;
+    *event = ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) ||
+                          (st & (NTP_STATE_FULL | NTP_STATE_FRESH)))
+                 ? s
+                 : NULL;
     return 0;
 }
 

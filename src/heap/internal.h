@@ -22,7 +22,7 @@
  * range-checked on every pop, so a write to freed memory is caught instead of followed.
  *
  * Ownership: a span belongs to one thread heap (span->owner) which alone touches free,
- * local_free, used and capacity. Other threads free by CAS-ing the label to REMOTE and setting
+ * used and capacity. Other threads free by CAS-ing the label to REMOTE and setting
  * the block's bit in span->xbits, a bitmap beside the labels; the owner collects the bits in
  * batches. A remote free writes nothing into the block, so a double free that races the owner's
  * own free (both pass their label check) leaves each list whole: the owner finds the bit of a
@@ -72,6 +72,7 @@
 #define NTP_STATE_FULL 0x2  /* on the heap's full list: remote frees ask for attention */
 #define NTP_STATE_FRESH 0x4 /* every block on span->free reads as zero */
 #define NTP_STATE_ABANDONED 0x8
+#define NTP_STATE_KEPT 0x10 /* empty, on its heap's avail list, uncharged (see ntp_theap.kept) */
 
 /* span->xbits: NTP_XBITS blocks per 64-bit word (block i is bit i % 63 of word i / 63), and
  * bit 63 of every word is NTP_XATTN, set in all words by an owner that parks the span on its
@@ -91,8 +92,7 @@ struct ntp_segment;
 
 typedef struct ntp_span {
     /* --- cache line 0: what the fast paths read --- */
-    ntp_block_t *free;        /* owner: blocks to hand out */
-    ntp_block_t *local_free;  /* owner: blocks the owner freed */
+    ntp_block_t *free;        /* owner: blocks to hand out, the owner's frees pushed on top */
     _Atomic uint32_t *labels; /* one per block, out of line */
     uintptr_t base;           /* address of block 0 (= first slice) */
     uintptr_t len;            /* bytes the blocks may occupy */
@@ -114,6 +114,7 @@ typedef struct ntp_span {
     struct ntp_span *next, *prev; /* heap avail/full list, or the abandoned list */
     struct ntp_segment *seg;
     uint64_t charged;         /* bytes charged to the kind's committed counter */
+    uint64_t kept_charge;     /* KEPT: what charged was, charged again when the span is used */
     _Atomic uint32_t huge_label; /* label storage of a one-block span */
     uint8_t first_slice;
     uint8_t dirty;            /* its slices held data before (not known zero) */
@@ -149,6 +150,7 @@ typedef struct ntp_theap {
     _Atomic uint64_t attn[NTPOOL_KINDS]; /* classes whose full spans got remote frees */
     struct ntp_theap *next, *prev; /* registry */
     uint64_t rng;
+    uint64_t kept;                 /* bytes of the KEPT spans on the avail lists */
     int live;
     /* counters, owner-written, read by stats */
     _Atomic uint64_t n_slow, n_extend, n_collect, n_remote;

@@ -244,7 +244,6 @@ void ntp_span_rebuild(ntp_span_t *s)
         head = (uintptr_t)b;
     }
     s->free = (ntp_block_t *)head;
-    s->local_free = NULL;
     s->used = used;
     for (uint32_t w = 0; w < NTP_XWORDS(s->reserved); w++)
         ntp_store(&s->xbits[w], 0);

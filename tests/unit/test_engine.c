@@ -1,7 +1,8 @@
 /*
  * test_engine.c - the allocation engine called directly (src/heap): out-of-line metadata
  * (invariant 2), self-validation after mixed work, remote frees, racing frees, label checks,
- * budgets, lazy initialisation (invariant 7) and giving empty memory back to the OS.
+ * budgets, empty spans kept for reuse, lazy initialisation (invariant 7) and giving empty
+ * memory back to the OS.
  *
  * These tests use the engine without the pool layer, so the library's corruption hook is not
  * installed: damage the engine finds in its lists is dropped silently, and only the checks
@@ -518,6 +519,55 @@ START_TEST(label_mismatch_changes_nothing)
 }
 END_TEST
 
+/* Spans that become empty are kept for the next round (a program that fills and empties the
+ * same memory in a loop does not create spans each time), yet they are no pool usage: the
+ * committed bytes fall back, another size class gets the budget they held, and trim releases
+ * them. */
+START_TEST(empty_spans_kept)
+{
+    enum { N = 2000, ROUNDS = 8, BIGN = 1100 };
+    static void *blocks[N], *big[BIGN];
+    const uint32_t tag = 0x7065654Bu; /* "Keep" */
+    ntpool_heap_init();
+    const uint64_t lim[NTPOOL_LEVELS] = {4 * MiB, 4 * MiB, 4 * MiB};
+    ntpool_heap_set_limits(NTPOOL_BUDGET_PAGED, lim);
+    ntpool_heap_stats_t st;
+    uint64_t created = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < N; i++)
+            blocks[i] = alloc_ok(NTPOOL_KIND_PAGED, 1024, tag);
+        ck_assert_uint_ge(ntpool_heap_committed(NTPOOL_BUDGET_PAGED), (uint64_t)N * 1024);
+        for (int i = 0; i < N; i++)
+            free_ok(blocks[i], tag);
+        /* Only the current span is still charged. */
+        ck_assert_msg(ntpool_heap_committed(NTPOOL_BUDGET_PAGED) <= 256 * 1024,
+                      "round %d: %llu bytes committed with nothing allocated", round,
+                      (unsigned long long)ntpool_heap_committed(NTPOOL_BUDGET_PAGED));
+        ntpool_heap_stats(&st);
+        if (round == 0)
+            created = st.spans_created;
+        ck_assert_msg(st.spans_created == created, "round %d created %llu spans more", round,
+                      (unsigned long long)(st.spans_created - created));
+        assert_valid("after a round of fill and empty");
+    }
+    ck_assert_uint_gt(st.spans_live, 1); /* kept, not released */
+    /* Whole pages, another class, at the lowest level: the kept spans hold none of the budget. */
+    ntpool_block_info_t out;
+    int n = 0;
+    while (n < BIGN && (big[n] = ntpool_heap_alloc(NTPOOL_KIND_PAGED, 4096, tag, 0, 0, &out)) != NULL)
+        n++;
+    ck_assert_msg(n >= 1000, "only %d pages fitted under a 4 MiB limit", n);
+    ck_assert_int_lt(n, BIGN);
+    for (int i = 0; i < n; i++)
+        free_ok(big[i], tag);
+    ntpool_heap_trim();
+    ntpool_heap_stats(&st);
+    ck_assert_uint_eq(st.spans_live, 0);
+    ck_assert_uint_eq(ntpool_heap_committed(NTPOOL_BUDGET_PAGED), 0);
+    assert_valid("after trim");
+}
+END_TEST
+
 /* ---- budgets ------------------------------------------------------------------------------------------ */
 
 START_TEST(budget_levels)
@@ -788,6 +838,7 @@ int main(int argc, char **argv)
     NTP_CASE(s, "racing_frees_huge", racing_frees_huge);
     NTP_CASE(s, "label_mismatch", label_mismatch_changes_nothing);
     NTP_CASE(s, "budgets", budget_levels);
+    NTP_CASE(s, "empty_spans_kept", empty_spans_kept);
     NTP_CASE(s, "lazy_init", lazy_init_maps_nothing);
     NTP_CASE(s, "trim_paged", trim_returns_memory_paged);
     NTP_CASE(s, "trim_nonpaged", trim_returns_memory_nonpaged);
