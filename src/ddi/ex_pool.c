@@ -539,7 +539,7 @@ NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
     if (r == NTPOOL_HF_OK) {
         if (ntp_load(&ntp_vf_active))
             ntp_vf_freeing(p, bi.size, bi.label & NTPOOL_LABEL_ID, bi.kind, caller);
-        r = ntp_pool_free(p, expect, &bi);
+        r = ntp_pool_free_as(p, expect, &bi, 1);
         if (r == NTPOOL_HF_OK) {
             if (bi.label & NTPOOL_LABEL_FLAG)
                 ntp_pool_quota_release(bi.size);

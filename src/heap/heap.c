@@ -609,6 +609,8 @@ static ntpool_hf_t classify(uintptr_t a, ntp_span_t **sp, uint32_t *idxp, ntpool
         return NTPOOL_HF_NOT_ALLOCATED;
     *sp = s;
     *idxp = idx;
+    info->span = s;
+    info->index = idx;
     info->block = (void *)start;
     info->offset = a - start;
     info->size = s->bsize;
@@ -658,6 +660,13 @@ ntpool_hf_t ntpool_heap_free(void *p, uint32_t expect, ntpool_block_info_t *info
     ntpool_hf_t r = classify((uintptr_t)p, &s, &idx, info);
     if (r != NTPOOL_HF_OK)
         return r;
+    return ntpool_heap_free_found(expect, info);
+}
+
+ntpool_hf_t ntpool_heap_free_found(uint32_t expect, ntpool_block_info_t *info)
+{
+    ntp_span_t *s = info->span;
+    uint32_t idx = info->index;
     if (expect != 0 && ((info->label ^ expect) & NTPOOL_LABEL_ID) != 0)
         return NTPOOL_HF_LABEL_MISMATCH;
     if (s->shape == NTP_SHAPE_HUGE) {

@@ -62,6 +62,8 @@ typedef struct ntpool_block_info {
     uint8_t kind;     /* ntpool_kind_t */
     uint8_t big;      /* page-granular block (> NTPOOL_SMALL_MAX) */
     uint8_t fresh;    /* alloc: the block's memory is known to read as zero */
+    uint32_t index;   /* lookup: the block's number in its span */
+    void *span;       /* lookup: the engine's span holding the block (for ntpool_heap_free_found) */
 } ntpool_block_info_t;
 
 /* Result of a free or a lookup. Only NTPOOL_HF_OK changes anything. */
@@ -102,6 +104,10 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
 ntpool_hf_t ntpool_heap_free(void *p, uint32_t expect, ntpool_block_info_t *info);
 /* Describe the block holding address p; NTPOOL_HF_OK when p is the start of a live block. */
 ntpool_hf_t ntpool_heap_lookup(const void *p, ntpool_block_info_t *info);
+/* ntpool_heap_free of a block that ntpool_heap_lookup has just found live (NTPOOL_HF_OK, with
+ * the info it filled), without looking it up again: a free racing this one still loses or wins
+ * by the label's CAS. */
+ntpool_hf_t ntpool_heap_free_found(uint32_t expect, ntpool_block_info_t *info);
 
 /* Budgets. limit[level] in bytes (0: the level may commit nothing; UINT64_MAX, the start:
  * no limit); committed counts the pages carved for blocks. */

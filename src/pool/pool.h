@@ -101,17 +101,23 @@ NTP_INLINE int ntp_pool_free_fast(void *p, uint32_t expect)
     return 0;
 }
 
-/* Free and account. expect = 0 accepts any tag. */
-NTP_INLINE ntpool_hf_t ntp_pool_free(void *p, uint32_t expect, ntpool_block_info_t *bi)
+/* Free and account. expect = 0 accepts any tag. With found set, bi is what
+ * ntpool_heap_lookup has just said of p (NTPOOL_HF_OK), and p is not looked up again. */
+NTP_INLINE ntpool_hf_t ntp_pool_free_as(void *p, uint32_t expect, ntpool_block_info_t *bi, int found)
 {
     ntpool_hf_t r = NTPOOL_HF_OK;
     if (ntp_unlikely(ntpool_heap_free_fast(p, expect, bi) != 0)) {
-        r = ntpool_heap_free(p, expect, bi);
+        r = found ? ntpool_heap_free_found(expect, bi) : ntpool_heap_free(p, expect, bi);
         if (r != NTPOOL_HF_OK)
             return r;
     }
     ntp_tags_count(bi->label & NTPOOL_LABEL_ID, bi->kind, 0, 1, -(int64_t)bi->size);
     return r;
+}
+
+NTP_INLINE ntpool_hf_t ntp_pool_free(void *p, uint32_t expect, ntpool_block_info_t *bi)
+{
+    return ntp_pool_free_as(p, expect, bi, 0);
 }
 
 #endif
