@@ -50,10 +50,13 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
 }
 
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
+int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab, ntpool_block_info_t *info);
 
 /* Free a small or big block owned by the calling thread, onto the span's one free list (the
- * block freed last is the next handed out: it is warm). Returns 0 when done (info->label,
- * size, kind filled), -1 when the out-of-line ntpool_heap_free must decide. *event is the span
+ * block freed last is the next handed out: it is warm); a live block of another thread's span
+ * (or of an abandoned one) goes to ntp_heap_free_remote, out of line, which claims it with the
+ * label's CAS. Returns 0 when done (info->label, size, kind filled), -1 when the out-of-line
+ * ntpool_heap_free must decide. *event is the span
  * that needs ntp_span_event(ntp_tls_heap, *event) once the caller has done its bookkeeping (it
  * became empty, or was full, or its free list was all fresh blocks until now), else NULL:
  * callers make that call last, so that their common path calls nothing and saves no
@@ -68,9 +71,8 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
         return -1;
     ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
     ntp_span_t *s = ntp_load(&seg->slice_span[(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1)]);
-    ntp_theap_t *h = ntp_tls_heap;
-    if (ntp_unlikely(s == NULL || ntp_load(&s->owner) != h))
-        return -1; /* not a live span, or another thread's: out of line */
+    if (ntp_unlikely(s == NULL))
+        return -1; /* not in a live span */
     uintptr_t off = a - s->base;
     unsigned idx;
     if (ntp_likely(s->shape == NTP_SHAPE_SMALL)) {
@@ -93,6 +95,10 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
     if (ntp_unlikely((lab & NTPOOL_LABEL_ID) == 0 ||
                      (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0)))
         return -1;
+    if (ntp_unlikely(ntp_load(&s->owner) != ntp_tls_heap)) {
+        *event = NULL;
+        return ntp_heap_free_remote(s, idx, lab, info);
+    }
     ntp_store(&s->labels[idx], 0);
     ntp_block_t *b = (ntp_block_t *)p;
     b->next = (uintptr_t)s->free ^ s->key;
