@@ -550,11 +550,28 @@ NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
     bad_free(p, expect, r, &bi, &in);
 }
 
+/* Another thread's block, found by the inline free: claimed and counted, or, when a racing
+ * free got there first, the full path reports it. */
+NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab, void *p,
+                                        uint32_t expect, const void *caller)
+{
+    if (ntp_pool_free_remote(s, idx, lab) != 0)
+        ntp_ex_free_slow(p, expect, caller);
+}
+
 NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
-    if (ntp_likely(ntp_irql <= APC_LEVEL && !ntp_load(&ntp_vf_active)) &&
-        ntp_likely(ntp_pool_free_fast(p, expect) == 0))
-        return;
+    if (ntp_likely(ntp_irql <= APC_LEVEL && !ntp_load(&ntp_vf_active))) {
+        ntp_span_t *s;
+        uint32_t idx, lab;
+        int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
+        if (ntp_likely(r == 0))
+            return;
+        if (r > 0) {
+            ex_free_remote(s, idx, lab, p, expect, caller);
+            return;
+        }
+    }
     ntp_ex_free_slow(p, expect, caller);
 }
 

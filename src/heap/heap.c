@@ -654,14 +654,11 @@ static void remote_push(ntp_span_t *s, uint32_t idx)
 /* The fast free found block idx of s live with label lab, in a span another thread owns (or
  * nobody does): claim it with one CAS, so of two racing frees exactly one wins, and hand it to
  * the owner. 0 when done; -1 when the label changed meanwhile (the slow path then reports). */
-int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab, ntpool_block_info_t *info)
+int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab)
 {
     if (!atomic_compare_exchange_strong_explicit(&s->labels[idx], &lab, NTPOOL_LABEL_REMOTE,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return -1;
-    info->label = lab;
-    info->size = s->bsize;
-    info->kind = s->kind;
     remote_push(s, idx); /* the last touch of s */
     return 0;
 }

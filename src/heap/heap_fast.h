@@ -50,13 +50,14 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
 }
 
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
-int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab, ntpool_block_info_t *info);
+int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab);
 
 /* Free a small or big block owned by the calling thread, onto the span's one free list (the
- * block freed last is the next handed out: it is warm); a live block of another thread's span
- * (or of an abandoned one) goes to ntp_heap_free_remote, out of line, which claims it with the
- * label's CAS. Returns 0 when done (info->label, size, kind filled), -1 when the out-of-line
- * ntpool_heap_free must decide. *event is the span
+ * block freed last is the next handed out: it is warm). Returns 0 when done (info->label,
+ * size, kind filled); 1 when p is a live block of another thread's (or an abandoned) span that
+ * passed every check: *event is that span, info->index the block, info->label its label, and
+ * ntp_heap_free_remote (out of line: callers make it a tail call) claims it; -1 when the
+ * out-of-line ntpool_heap_free must decide. *event is the span
  * that needs ntp_span_event(ntp_tls_heap, *event) once the caller has done its bookkeeping (it
  * became empty, or was full, or its free list was all fresh blocks until now), else NULL:
  * callers make that call last, so that their common path calls nothing and saves no
@@ -96,8 +97,10 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
                      (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0)))
         return -1;
     if (ntp_unlikely(ntp_load(&s->owner) != ntp_tls_heap)) {
-        *event = NULL;
-        return ntp_heap_free_remote(s, idx, lab, info);
+        info->label = lab;
+        info->index = idx;
+        *event = s;
+        return 1;
     }
     ntp_store(&s->labels[idx], 0);
     ntp_block_t *b = (ntp_block_t *)p;
@@ -115,12 +118,18 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
     return 0;
 }
 
-/* ntp_heap_free_core with the span event made here. */
+/* ntp_heap_free_core with the span event and another thread's block dealt with here. */
 NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info_t *info)
 {
     ntp_span_t *event;
-    if (ntp_heap_free_core(p, expect, info, &event) != 0)
-        return -1;
+    int r = ntp_heap_free_core(p, expect, info, &event);
+    if (ntp_unlikely(r != 0)) {
+        if (r < 0)
+            return -1;
+        info->size = event->bsize; /* before the block is handed over: then s may go */
+        info->kind = event->kind;
+        return ntp_heap_free_remote(event, info->index, info->label);
+    }
     if (ntp_unlikely(event != NULL))
         ntp_span_event(ntp_tls_heap, event); /* may release the span */
     return 0;

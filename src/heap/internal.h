@@ -91,28 +91,31 @@ struct ntp_theap;
 struct ntp_segment;
 
 typedef struct ntp_span {
-    /* --- cache line 0: what the fast paths read --- */
-    ntp_block_t *free;        /* owner: blocks to hand out, the owner's frees pushed on top */
-    _Atomic uint32_t *labels; /* one per block, out of line */
+    /* --- cache line 0: fixed while the span holds a class. Every free reads it, the owner's
+     * and other threads'; the owner's fast paths write nothing here, so a remote free reading
+     * it does not take the owner's hot line away (and the owner does not take it back). --- */
+    _Alignas(64) _Atomic uint32_t *labels; /* one per block, out of line */
     uintptr_t base;           /* address of block 0 (= first slice) */
-    uintptr_t len;            /* bytes the blocks may occupy */
-    uintptr_t key;            /* free-list encoding key */
-    uint32_t used;            /* owner: blocks out, including remote frees not yet collected */
-    uint32_t bsize;           /* block size */
     uint64_t magic;           /* division by bsize (small) or by pages per block (big) */
+    _Atomic(struct ntp_theap *) owner;
+    _Atomic uint64_t *xbits;  /* remote frees: a bit per block, NTP_XBITS per word (+NTP_XATTN) */
+    uint32_t bsize;           /* block size */
     uint16_t per_page;        /* small: blocks per 4 KiB page; big: pages per block */
     uint8_t cls;
     uint8_t kind;
     uint8_t shape;
-    _Atomic uint8_t state;
     uint8_t nslices;
-    /* --- cache line 1: slow paths --- */
-    _Atomic(struct ntp_theap *) owner;
-    _Atomic uint64_t *xbits;  /* remote frees: a bit per block, NTP_XBITS per word (+NTP_XATTN) */
+    /* --- cache line 1: the owner's --- */
+    _Alignas(64) ntp_block_t *free; /* blocks to hand out, the owner's frees pushed on top */
+    uintptr_t key;            /* free-list encoding key */
+    uintptr_t len;            /* bytes the blocks may occupy */
+    uint32_t used;            /* blocks out, including remote frees not yet collected */
+    _Atomic uint8_t state;
     _Atomic uint32_t capacity; /* blocks carved so far (owner-written) */
     uint32_t reserved;        /* blocks the span can hold */
     struct ntp_span *next, *prev; /* heap avail/full list, or the abandoned list */
     struct ntp_segment *seg;
+    /* --- slow paths --- */
     uint64_t charged;         /* bytes charged to the kind's committed counter */
     uint64_t kept_charge;     /* KEPT: what charged was, charged again when the span is used */
     _Atomic uint32_t huge_label; /* label storage of a one-block span */
@@ -135,6 +138,8 @@ typedef struct ntp_segment {
 } ntp_segment_t;
 
 #define NTP_SEG_MAGIC 0x4E545053u /* "SPTN" */
+_Static_assert(NTP_SEG_HDR_OFFSET + sizeof(ntp_segment_t) <= NTP_SLICE_SIZE,
+               "the segment header must fit in slice 0");
 
 typedef struct ntp_span_list {
     ntp_span_t *head;

@@ -83,6 +83,18 @@ void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsign
         ntp_pool_quota_release(size);
 }
 
+int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label)
+{
+    size_t size = s->bsize; /* read before the block is handed over: then s may go */
+    unsigned kind = s->kind;
+    if (ntp_heap_free_remote(s, idx, label) != 0)
+        return -1;
+    ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
+    if (label & NTPOOL_LABEL_FLAG)
+        ntp_pool_quota_release(size);
+    return 0;
+}
+
 void ntp_pool_quota_release(uint64_t bytes)
 {
     atomic_fetch_sub_explicit(&quota_used, bytes, memory_order_relaxed);

@@ -77,15 +77,28 @@ void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned h
  * yet (counted: 0), a quota charge to release (label's flag). */
 void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsigned kind, int counted);
 
+/* A live block of another thread's span, found by ntp_heap_free_core (it returned 1): claim
+ * it, hand it to its owner, count the free. 0 when done, -1 when a racing free got there
+ * first (the caller's full path reports it). */
+int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label);
+
 /* The inline half of a free: a block of the calling thread's spans, freed and counted. 0 when
- * done; -1 when the caller must take its full path (another thread's block, a bad address, a
- * wrong tag, a big block of the table). Everything rare is one call at the end. */
-NTP_INLINE int ntp_pool_free_fast(void *p, uint32_t expect)
+ * done; 1 when p is a live block of another thread's span (*rs, *ridx, *rlab: call
+ * ntp_pool_free_remote, best as a tail call); -1 when the caller must take its full path (a
+ * bad address, a wrong tag, a big block of the table). Everything rare is one call at the
+ * end. */
+NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint32_t *ridx,
+                                 uint32_t *rlab)
 {
     ntpool_block_info_t bi;
     ntp_span_t *event;
-    if (ntp_unlikely(ntp_heap_free_core(p, expect, &bi, &event) != 0))
-        return -1;
+    int r = ntp_heap_free_core(p, expect, &bi, &event);
+    if (ntp_unlikely(r != 0)) {
+        *rs = event;
+        *ridx = bi.index;
+        *rlab = bi.label;
+        return r;
+    }
 #if NTPOOL_ACCOUNTING
     ntp_tagent_t *e = ntp_tags_find(bi.label & NTPOOL_LABEL_ID, bi.kind);
     if (ntp_likely(e != NULL)) {
@@ -99,6 +112,17 @@ NTP_INLINE int ntp_pool_free_fast(void *p, uint32_t expect)
         ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, 1);
 #endif
     return 0;
+}
+
+/* ntp_pool_free_own with another thread's block freed too: 0 when done, -1 otherwise. */
+NTP_INLINE int ntp_pool_free_fast(void *p, uint32_t expect)
+{
+    ntp_span_t *s;
+    uint32_t idx, lab;
+    int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
+    if (ntp_likely(r == 0))
+        return 0;
+    return r > 0 ? ntp_pool_free_remote(s, idx, lab) : -1;
 }
 
 /* Free and account. expect = 0 accepts any tag. With found set, bi is what
