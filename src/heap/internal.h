@@ -59,6 +59,10 @@
 #define NTP_SMALL_CLASSES 39
 #define NTP_BIG_CLASSES 16 /* 1..16 pages */
 #define NTP_CLASSES (NTP_SMALL_CLASSES + NTP_BIG_CLASSES)
+/* Row length of a heap's table of current spans: a power of two, so that the fast path finds
+ * kind * stride + class with a shift. The entries past NTP_CLASSES are never read. */
+#define NTP_CUR_STRIDE 64
+_Static_assert(NTP_CLASSES <= NTP_CUR_STRIDE, "a row of current spans holds every class");
 #define NTP_CLASS_HUGE 0xFE /* one block per span, more than 64 KiB */
 #define NTP_CLASS_NONE 0xFF
 #define NTP_BIG_MAX (NTP_BIG_CLASSES * NTP_PAGE_SIZE)
@@ -148,7 +152,7 @@ typedef struct ntp_span_list {
 
 typedef struct ntp_theap {
     /* --- the fast path's table: current span of each kind and class --- */
-    ntp_span_t *cur[NTPOOL_KINDS][NTP_CLASSES];
+    ntp_span_t *cur[NTPOOL_KINDS][NTP_CUR_STRIDE];
     /* --- slow paths --- */
     ntp_span_list_t avail[NTPOOL_KINDS][NTP_CLASSES];
     ntp_span_list_t full[NTPOOL_KINDS][NTP_CLASSES];
