@@ -147,7 +147,7 @@ size_t ntp_span_meta_size(uint32_t reserved)
  * one is reported once the span is consistent, since a bug-check handler may jump away. */
 uint32_t ntp_span_collect(ntp_span_t *s)
 {
-    uint32_t got = 0, words = NTP_XWORDS(s->reserved);
+    uint32_t got = 0, words = NTP_XWORDS(ntp_load(&s->capacity));
     ntp_block_t *head = s->free;
     uintptr_t raced = 0;
     for (uint32_t w = 0; w < words; w++) {
@@ -182,10 +182,12 @@ uint32_t ntp_span_collect(ntp_span_t *s)
     return got;
 }
 
-/* Remote frees waiting in s's bitmap. */
+/* Remote frees waiting in s's bitmap. The bitmap functions look at the words of carved blocks
+ * only: no remote free can name a block beyond the capacity, and capacity never shrinks while
+ * the span lives (a parked span's attention bits are all in words it had when parked). */
 uint32_t ntp_span_pending(const ntp_span_t *s)
 {
-    uint32_t n = 0, words = NTP_XWORDS(s->reserved);
+    uint32_t n = 0, words = NTP_XWORDS(ntp_load(&s->capacity));
     for (uint32_t w = 0; w < words; w++)
         n += (uint32_t)__builtin_popcountll(ntp_load(&s->xbits[w]) & ~NTP_XATTN);
     return n;
@@ -196,7 +198,7 @@ uint32_t ntp_span_pending(const ntp_span_t *s)
  * when a remote free was found: then s has blocks to collect and is not full. */
 int ntp_span_park_attn(ntp_span_t *s)
 {
-    uint32_t words = NTP_XWORDS(s->reserved);
+    uint32_t words = NTP_XWORDS(ntp_load(&s->capacity));
     for (uint32_t w = 0; w < words; w++) {
         uint64_t expect = 0;
         if (atomic_compare_exchange_strong(&s->xbits[w], &expect, NTP_XATTN) ||
@@ -215,7 +217,7 @@ int ntp_span_park_attn(ntp_span_t *s)
  * remote frees do not tell the owner about a span it already has. */
 void ntp_span_clear_attn(ntp_span_t *s)
 {
-    uint32_t words = NTP_XWORDS(s->reserved);
+    uint32_t words = NTP_XWORDS(ntp_load(&s->capacity));
     for (uint32_t w = 0; w < words; w++)
         if (ntp_load(&s->xbits[w]) & NTP_XATTN)
             atomic_fetch_and_explicit(&s->xbits[w], ~NTP_XATTN, memory_order_relaxed);
