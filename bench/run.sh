@@ -11,12 +11,14 @@
 #   --out DIR          results directory
 #   --no-real          leave out the real programs (preload/bench-real.sh), the last step of a
 #                      full run
+#   --max-wait S       wait at most S seconds (default 1) before each run for the machine to go
+#                      quiet (when something else is known to run meanwhile: 0)
 #
 # As root on a fresh Debian 12 it installs what it needs: the build packages (scripts/deps.sh),
 # the peers, valgrind and python3. Without root, a peer that is missing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-smoke=0 only="" runs="" out="" real=1
+smoke=0 only="" runs="" out="" real=1 maxwait=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
@@ -24,7 +26,8 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift ;;
     --out) out=$2; shift ;;
     --no-real) real=0 ;;
-    *) echo "usage: $0 [--smoke] [--only w1,w2] [--runs N] [--out DIR] [--no-real]" >&2; exit 2 ;;
+    --max-wait) maxwait=$2; shift ;;
+    *) echo "usage: $0 [--smoke] [--only w1,w2] [--runs N] [--out DIR] [--no-real] [--max-wait S]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -60,6 +63,7 @@ else
 fi
 [ -n "$only" ] && args+=(--only "$only")
 [ -n "$runs" ] && args+=(--runs "$runs")
+[ -n "$maxwait" ] && args+=(--max-wait "$maxwait")
 status=0
 python3 bench/driver.py "${args[@]}" || status=$?
 
