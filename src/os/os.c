@@ -244,6 +244,24 @@ unsigned ntpool_os_node_count(void)
     return n;
 }
 
+/* vm.max_map_count, without stdio (which may allocate: ntpool can be malloc). The kernel keeps
+ * it in an int: a longer number is clamped, never wrapped; none (or 0) reads as the default. */
+uint64_t ntpool_os_max_map_count(void)
+{
+    char buf[32];
+    uint64_t v = 0;
+    int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++) {
+        v = v * 10 + (uint64_t)(buf[i] - '0');
+        if (v > INT32_MAX)
+            v = INT32_MAX;
+    }
+    return v ? v : 65530;
+}
+
 unsigned ntpool_os_current_node(void)
 {
     unsigned cpu = 0, node = 0;

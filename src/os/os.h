@@ -56,6 +56,7 @@ size_t ntpool_os_cache_line(void);
 uint64_t ntpool_os_physical_memory(void); /* RAM, bounded by the cgroup memory limit */
 uint64_t ntpool_os_now_ms(void);          /* CLOCK_MONOTONIC, milliseconds */
 unsigned ntpool_os_node_count(void);      /* NUMA nodes online (1 without NUMA) */
+uint64_t ntpool_os_max_map_count(void);   /* vm.max_map_count (65530, the default, if unreadable) */
 unsigned ntpool_os_current_node(void);    /* node of the CPU the caller runs on now */
 
 /* Fault injection: the n-th call from now (1-based) fails with `err`, or every call from the

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "verifier.h"
+#include "lrslog.h"
 #include "../base/fmt.h"
 #include "../heap/internal.h" /* ntp_meta_alloc/free */
 
@@ -204,43 +205,7 @@ static int set_add(uint64_t h)
     return 1;
 }
 
-/* ---- the log: one failed stack a line, "<16 hex digits> <frames...>" ------------------------- */
-
-typedef struct log_parser {
-    uint64_t v;
-    int digits;
-    int skipping; /* the rest of the line is description (or the line is not ours) */
-} log_parser_t;
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-        return (c | 0x20) - 'a' + 10;
-    return -1;
-}
-
-static void log_char(log_parser_t *lp, char c)
-{
-    if (c == '\n') {
-        if (!lp->skipping && lp->digits == 16)
-            (void)set_add(lp->v ? lp->v : 1);
-        *lp = (log_parser_t){0, 0, 0};
-        return;
-    }
-    if (lp->skipping)
-        return;
-    int d = hex_value(c);
-    if (d >= 0 && lp->digits < 16) {
-        lp->v = lp->v << 4 | (uint64_t)d;
-        lp->digits++;
-        return;
-    }
-    if ((c == ' ' || c == '\t') && lp->digits == 16)
-        (void)set_add(lp->v ? lp->v : 1);
-    lp->skipping = 1; /* after the hash, or not a hash at all */
-}
+/* ---- the log: one failed stack a line (lrslog.h) -------------------------------------------- */
 
 /* What earlier runs failed. A missing log is an empty one. */
 static void log_load(const char *path)
@@ -248,7 +213,8 @@ static void log_load(const char *path)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
-    log_parser_t lp = {0, 0, 0};
+    ntp_lrslog_t lp = NTP_LRSLOG_INIT;
+    uint64_t h;
     char buf[4096];
     for (;;) {
         ssize_t k = read(fd, buf, sizeof buf);
@@ -257,9 +223,11 @@ static void log_load(const char *path)
         if (k <= 0)
             break;
         for (ssize_t i = 0; i < k; i++)
-            log_char(&lp, buf[i]);
+            if (ntp_lrslog_char(&lp, buf[i], &h))
+                (void)set_add(h);
     }
-    log_char(&lp, '\n'); /* a last line without its newline still counts */
+    if (ntp_lrslog_char(&lp, '\n', &h)) /* a last line without its newline still counts */
+        (void)set_add(h);
     close(fd);
 }
 

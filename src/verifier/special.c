@@ -256,20 +256,6 @@ static int sp_close(char *page)
     return ntpool_os_protect(page, SP_PAGE, PROT_NONE);
 }
 
-/* vm.max_map_count without stdio (which may allocate: ntpool can be malloc). */
-static uint64_t sp_max_map_count(void)
-{
-    char buf[32];
-    uint64_t v = 0;
-    int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-    if (fd >= 0)
-        close(fd);
-    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9'; i++)
-        v = v * 10 + (uint64_t)(buf[i] - '0');
-    return v ? v : 65530;
-}
-
 /* mprotect mode: may one more data page be opened? Each can split its mapping in three. The
  * check and the charge are not one atomic step; the margin left to the process absorbs that. */
 static int sp_mapping_room(void)
@@ -278,7 +264,7 @@ static int sp_mapping_room(void)
         return 1;
     uint64_t budget = atomic_load(&sp_budget);
     if (budget == 0) {
-        uint64_t max = sp_max_map_count();
+        uint64_t max = ntpool_os_max_map_count();
         budget = max > 2 * SP_KEEP_MAPPINGS ? max - SP_KEEP_MAPPINGS : max / 2;
         atomic_store(&sp_budget, budget);
     }

@@ -1,19 +1,26 @@
 /*
- * fuzz_sysfs.c - the readers of outside files in src/os/os.c fed arbitrary contents
- * (docs/RELIABILITY.md; plan R7): the cgroup memory limit (/sys/fs/cgroup/memory.max, or the v1
- * memory.limit_in_bytes), which bounds the "auto" pool limits, and the NUMA node list
- * (/sys/devices/system/node/online), which bounds the nodes ExAllocatePool3 accepts.
+ * fuzz_sysfs.c - the readers of outside files fed arbitrary contents (docs/RELIABILITY.md; plan
+ * R7): in src/os/os.c the cgroup memory limit (/sys/fs/cgroup/memory.max, or the v1
+ * memory.limit_in_bytes), which bounds the "auto" pool limits, the NUMA node list
+ * (/sys/devices/system/node/online), which bounds the nodes ExAllocatePool3 accepts, and
+ * vm.max_map_count, which bounds special pool's mappings; and the systematic low-resources
+ * log (src/verifier/lrslog.h), which a user may edit between runs.
  *
  * This file compiles its own copy of src/os/os.c with open/read/close redirected to the fuzz
  * input, and with the cached node count forgotten at every call (its atomic loads read 0 here).
  *
  * Input: byte 0 says which files exist (bit 0 memory.max, bit 1 the v1 file, bit 2 the node
- * list); the rest is their contents, in that order, separated by NUL bytes.
+ * list, bit 3 max_map_count, bit 4 the log) and, in bits 5-7, the size of the pieces the log is
+ * read in (1 << n bytes); the rest is the contents, in that order, separated by NUL bytes.
  *
  * Checks: never crash or loop; the memory limit is RAM, or the file's decimal value when it is
  * lower ("max", empty, no digits or beyond 64 bits: RAM); the node count is 1 without a node file
  * and one more than the highest number listed otherwise, numbers clamped to 1023 (Linux has at
- * most 1024 nodes), so never 0 (a wrap to 0 on 4294967295 was found here and fixed).
+ * most 1024 nodes), so never 0 (a wrap to 0 on 4294967295 was found here and fixed);
+ * max_map_count is the file's leading decimal number clamped to 2^31-1 (the kernel's int), or
+ * 65530 when there is none or it is 0; the log yields, in order, the hash of every line that
+ * starts with exactly 16 hex digits followed by a blank or the line's end (a last line without
+ * a newline included; a hash of 0 reads as 1), whatever the size of the pieces it is read in.
  */
 #include <fcntl.h>
 #include <stdarg.h>
@@ -34,17 +41,20 @@ static struct {
     size_t len;
     int present;
     size_t pos;
-} files[3] = {
+} files[5] = {
     {"/sys/fs/cgroup/memory.max", NULL, 0, 0, 0},
     {"/sys/fs/cgroup/memory/memory.limit_in_bytes", NULL, 0, 0, 0},
     {"/sys/devices/system/node/online", NULL, 0, 0, 0},
+    {"/proc/sys/vm/max_map_count", NULL, 0, 0, 0},
+    {"(the low-resources log, fed to its reader directly)", NULL, 0, 0, 0},
 };
+#define FZ_FILES 4 /* the ones os.c opens */
 #define FZ_FD0 1000
 
 static int fz_open(const char *path, int flags, ...)
 {
     (void)flags;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < FZ_FILES; i++)
         if (strcmp(path, files[i].path) == 0) {
             if (!files[i].present)
                 return -1;
@@ -57,7 +67,7 @@ static int fz_open(const char *path, int flags, ...)
 static ssize_t fz_read(int fd, void *buf, size_t n)
 {
     int i = fd - FZ_FD0;
-    if (i < 0 || i > 2)
+    if (i < 0 || i >= FZ_FILES)
         return -1;
     size_t left = files[i].len - files[i].pos;
     if (n > left)
@@ -69,7 +79,7 @@ static ssize_t fz_read(int fd, void *buf, size_t n)
 
 static int fz_close(int fd)
 {
-    return fd >= FZ_FD0 && fd < FZ_FD0 + 3 ? 0 : -1;
+    return fd >= FZ_FD0 && fd < FZ_FD0 + FZ_FILES ? 0 : -1;
 }
 
 /* The copy of os.c. */
@@ -82,6 +92,8 @@ static int fz_close(int fd)
 #undef open
 #undef read
 #undef close
+
+#include "verifier/lrslog.h"
 
 __attribute__((format(printf, 1, 2), noreturn)) static void fail(const char *fmt, ...)
 {
@@ -108,6 +120,46 @@ static uint64_t ref_decimal(const char *s, size_t len, size_t cap)
     return v;
 }
 
+/* The log reader against the rule, line by line. */
+static void check_log(const char *log, size_t len, size_t piece)
+{
+    enum { MAXH = 4096 };
+    static uint64_t got[MAXH], want[MAXH];
+    size_t ng = 0, nw = 0;
+    ntp_lrslog_t lp = NTP_LRSLOG_INIT;
+    uint64_t h;
+    for (size_t at = 0; at < len; at += piece)
+        for (size_t i = at; i < len && i < at + piece; i++)
+            if (ntp_lrslog_char(&lp, log[i], &h) && ng < MAXH)
+                got[ng++] = h;
+    if (ntp_lrslog_char(&lp, '\n', &h) && ng < MAXH)
+        got[ng++] = h;
+    for (size_t start = 0; start <= len;) {
+        const char *nl = memchr(log + start, '\n', len - start);
+        size_t end = nl ? (size_t)(nl - log) : len, n = end - start;
+        const char *line = log + start;
+        int ok = n >= 16 && (n == 16 || line[16] == ' ' || line[16] == '\t');
+        uint64_t v = 0;
+        for (size_t i = 0; ok && i < 16; i++) {
+            int d = ntp_lrslog_hex(line[i]);
+            if (d < 0)
+                ok = 0;
+            v = v << 4 | (uint64_t)(d & 15);
+        }
+        if (ok && nw < MAXH)
+            want[nw++] = v ? v : 1;
+        if (!nl)
+            break;
+        start = end + 1;
+    }
+    if (ng != nw)
+        fail("log of %zu bytes read in pieces of %zu: %zu hashes, the rule says %zu", len, piece, ng, nw);
+    for (size_t i = 0; i < ng; i++)
+        if (got[i] != want[i])
+            fail("log: hash %zu is %016llx, the rule says %016llx", i, (unsigned long long)got[i],
+                 (unsigned long long)want[i]);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
@@ -119,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size == 0 || size > 4096)
         return 0;
     const char *p = (const char *)data + 1, *end = (const char *)data + size;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         files[i].present = (data[0] >> i) & 1;
         const char *z = memchr(p, 0, (size_t)(end - p));
         size_t len = z ? (size_t)(z - p) : (size_t)(end - p);
@@ -174,5 +226,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (n == 0)
         fail("node list \"%.*s\": 0 nodes (KeQueryHighestNodeNumber would be 65535)", (int)files[2].len,
              files[2].data);
+
+    /* vm.max_map_count: one read of up to 31 bytes. */
+    uint64_t maps = 0;
+    for (size_t i = 0; files[3].present && i < files[3].len && i < 31; i++) {
+        char c = files[3].data[i];
+        if (c < '0' || c > '9')
+            break;
+        maps = maps * 10 + (uint64_t)(c - '0');
+        if (maps > INT32_MAX)
+            maps = INT32_MAX;
+    }
+    if (maps == 0)
+        maps = 65530;
+    uint64_t got_maps = ntpool_os_max_map_count();
+    if (got_maps != maps)
+        fail("max_map_count \"%.*s\": %llu, expected %llu", (int)files[3].len, files[3].data,
+             (unsigned long long)got_maps, (unsigned long long)maps);
+
+    /* The log, read in pieces of 1 << (byte 0 >> 5) bytes, against the rule line by line. */
+    if (files[4].present)
+        check_log(files[4].data, files[4].len, (size_t)1 << (data[0] >> 5));
     return 0;
 }

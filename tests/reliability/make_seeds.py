@@ -279,6 +279,12 @@ OPTIONS = {
 }
 
 # ---- fuzz_sysfs -------------------------------------------------------------------------------
+LRSLOG = (b"00000000deadbeef libdrv.so+0x1234 (DriverEntry+0x34) libntpool.so.1+0x5678\n"
+          b"0123456789ABCDEF\n"
+          b"not a hash\n"
+          b"0000000000000000\tzero reads as one\n"
+          b"0123456789abcdef0 seventeen digits\n"
+          b"ffffffffffffffff")
 SYSFS = {
     "none": bytes([0]),
     "cgroup_v2_max": bytes([1]) + b"max\n",
@@ -288,6 +294,11 @@ SYSFS = {
     "nodes_single": bytes([4]) + b"\0\0" + b"0\n",
     "nodes_ranges": bytes([4]) + b"\0\0" + b"0-3,8,10-11\n",
     "all": bytes([7]) + b"2147483648\n\0" + b"1\n\0" + b"0,2\n",
+    "max_map_count": bytes([8]) + b"\0\0\0" + b"262144\n",
+    "max_map_count_long": bytes([8]) + b"\0\0\0" + b"9" * 25 + b"\n",
+    # the systematic low-resources log, read in pieces of 8 and of 1 byte
+    "lrslog": bytes([0x10 | 3 << 5]) + b"\0\0\0\0" + LRSLOG,
+    "lrslog_bytewise": bytes([0x10]) + b"\0\0\0\0" + LRSLOG,
 }
 
 
