@@ -53,15 +53,16 @@ void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
 int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab);
 
 /* Free a small or big block owned by the calling thread, onto the span's one free list (the
- * block freed last is the next handed out: it is warm). Returns 0 when done (info->label,
- * size, kind filled); 1 when p is a live block of another thread's (or an abandoned) span that
- * passed every check: *event is that span, info->index the block, info->label its label, and
- * ntp_heap_free_remote (out of line: callers make it a tail call) claims it; -1 when the
- * out-of-line ntpool_heap_free must decide. *event is the span
- * that needs ntp_span_event(ntp_tls_heap, *event) once the caller has done its bookkeeping (it
- * became empty, or was full, or its free list was all fresh blocks until now), else NULL:
- * callers make that call last, so that their common path calls nothing and saves no
- * register. */
+ * block freed last is the next handed out: it is warm). Returns
+ *    0  done: info->label, size and kind filled; *event is the span that needs
+ *       ntp_span_event(ntp_tls_heap, *event) once the caller has done its bookkeeping (it
+ *       became empty, or was full, or its free list held only fresh blocks until now), else
+ *       NULL. Callers make that call last, so that their common path calls nothing and saves
+ *       no register;
+ *    1  p is a live block of another thread's (or an abandoned) span and passed every check:
+ *       *event is that span, info->index the block, info->label its label, and
+ *       ntp_heap_free_remote, out of line, claims it (callers make it a tail call);
+ *   -1  anything else: the out-of-line ntpool_heap_free decides. */
 NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t *info,
                                   ntp_span_t **event)
 {
