@@ -33,7 +33,7 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
     uintptr_t nx = b->next ^ s->key;
     if (ntp_unlikely(nx - s->base >= s->len) && nx != 0)
         return NULL; /* damaged list: the slow path reports it */
-    unsigned idx = s->shape == NTP_SHAPE_SMALL
+    unsigned idx = ntp_likely(s->shape == NTP_SHAPE_SMALL)
                        ? ntp_small_index(s, (uintptr_t)b - s->base)
                        : (unsigned)((((uint64_t)((uintptr_t)b - s->base) >> NTP_PAGE_SHIFT) *
                                      s->magic) >> 32);
