@@ -1,10 +1,12 @@
 /*
  * test_threads.c - threads and processes: thread exit hands its heap back (invariant 7),
  * thread churn does not grow the engine (R13), fork while other threads allocate leaves the
- * child a working allocator (R12), and ntpool_thread_cleanup folds a live thread's counters.
+ * child a working allocator (R12), ntpool_thread_cleanup folds a live thread's counters, and
+ * blocks freed by a thread other than their owner are counted, uncharged and reused.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -471,6 +473,89 @@ START_TEST(thread_cleanup_folds_counters)
 }
 END_TEST
 
+/* ---- frees by another thread ------------------------------------------------------------------ */
+
+/* A live thread allocates; the main thread frees its blocks. Every free counts under its tag,
+ * the quota charged at allocation comes back, a free with the wrong tag is 0xC2/0xA and
+ * changes nothing, a second free is 0xC2/0x7, and the owner gets the blocks back for reuse. */
+enum { XT_N = 3000 };
+#define XT_TAG 0x74585452u   /* "RTXt" */
+#define XT_WRONG 0x676E5257u /* "WRng" */
+static void *xt_blocks[XT_N], *xt_keeper;
+static size_t xt_size[XT_N];
+static sem_t xt_allocated, xt_freed;
+static int xt_bad, xt_reused;
+
+static size_t xt_n(int i)
+{
+    return 16 + (size_t)i * 37 % 3000;
+}
+
+static void *xt_owner(void *arg)
+{
+    (void)arg;
+    uint64_t before = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < XT_N; i++) {
+            POOL_FLAGS f = POOL_FLAG_NON_PAGED | POOL_FLAG_UNINITIALIZED | (i % 3 ? 0 : POOL_FLAG_USE_QUOTA);
+            xt_size[i] = i == 0 ? 64 : xt_n(i);
+            xt_blocks[i] = ExAllocatePool2(f, xt_size[i], XT_TAG);
+            if (xt_blocks[i] == NULL)
+                xt_bad++;
+            else
+                memset(xt_blocks[i], (int)(i & 0xFF), xt_size[i]);
+            if (i == 0 && round == 0) /* shares block 0's span and outlives the test's misuse */
+                xt_keeper = ExAllocatePool2(POOL_FLAG_NON_PAGED, 64, XT_TAG);
+        }
+        ntpool_heap_stats_t st;
+        ntpool_heap_stats(&st);
+        if (round == 0)
+            before = st.spans_created;
+        else /* the blocks the main thread freed came back: no new span for the second round */
+            xt_reused = st.spans_created == before;
+        sem_post(&xt_allocated);
+        while (sem_wait(&xt_freed) != 0)
+            ;
+    }
+    ExFreePoolWithTag(xt_keeper, XT_TAG);
+    return NULL;
+}
+
+START_TEST(frees_by_another_thread)
+{
+    ck_assert_int_eq(ntpool_option_set("NTPOOL_QUOTA_LIMIT", "64M"), 0);
+    uint64_t quota0 = ntpool_quota_used();
+    sem_init(&xt_allocated, 0, 0);
+    sem_init(&xt_freed, 0, 0);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, xt_owner, NULL), 0);
+    for (int round = 0; round < 2; round++) {
+        while (sem_wait(&xt_allocated) != 0)
+            ;
+        ck_assert_int_eq(xt_bad, 0);
+        ck_assert_uint_gt(ntpool_quota_used(), quota0);
+        EXPECT_BUGCHECK(BAD_POOL_CALLER, 0x0A, ExFreePoolWithTag(xt_blocks[0], XT_WRONG));
+        ck_assert_uint_eq(ntp_bc.p[1], (ULONG_PTR)xt_blocks[0]);
+        for (int i = 0; i < XT_N; i++) {
+            const unsigned char *b = xt_blocks[i];
+            size_t j = 0;
+            while (j < xt_size[i] && b[j] == (unsigned char)(i & 0xFF))
+                j++;
+            ck_assert_msg(j == xt_size[i], "block %d byte %zu changed", i, j);
+            ExFreePoolWithTag(xt_blocks[i], XT_TAG);
+        }
+        EXPECT_BUGCHECK(BAD_POOL_CALLER, 0x07, ExFreePoolWithTag(xt_blocks[0], XT_TAG));
+        ck_assert_uint_eq(ntp_bc.p[3], (ULONG_PTR)xt_blocks[0]);
+        ck_assert_uint_eq(ntpool_quota_used(), quota0);
+        sem_post(&xt_freed);
+    }
+    pthread_join(t, NULL);
+    ck_assert_msg(xt_reused, "the owner created spans again instead of reusing the freed blocks");
+    assert_tag_balanced(XT_TAG, "after frees by another thread");
+    assert_valid("after frees by another thread");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
@@ -478,5 +563,6 @@ int main(void)
     NTP_CASE(s, "churn", thread_churn);
     NTP_CASE(s, "fork", fork_while_threads_allocate);
     NTP_CASE(s, "thread_cleanup", thread_cleanup_folds_counters);
+    NTP_CASE(s, "frees_by_another_thread", frees_by_another_thread);
     return ntp_test_main(s);
 }
