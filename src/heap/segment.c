@@ -54,8 +54,9 @@ void ntp_refresh_closed(unsigned b)
         for (unsigned l = 0; l < NTPOOL_LEVELS - 1; l++)
             if (c >= ntp_load(&bd->limit[l]))
                 closed |= (uint8_t)(1u << l);
+        /* Stored only when it changes: every allocation of every thread reads this line. */
         for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-            if (ntpool_budget_of((ntpool_kind_t)k) == b)
+            if (ntpool_budget_of((ntpool_kind_t)k) == b && ntp_load(&ntpool_heap_closed[k]) != closed)
                 ntp_store(&ntpool_heap_closed[k], closed);
     } while (ntp_load(&ntpool_heap_committed_v[b]) != c);
 }
