@@ -143,7 +143,7 @@ size_t ntp_span_meta_size(uint32_t reserved)
 
 /* Move remote frees onto s->free (which is empty). Owner only. Returns blocks collected.
  * A set bit whose block's label is not REMOTE is a double free that raced the owner's own free
- * (the block is on a local list or handed out again): it is not linked again, and the first
+ * (the block is on the free list or handed out again): it is not linked again, and the first
  * one is reported once the span is consistent, since a bug-check handler may jump away. */
 uint32_t ntp_span_collect(ntp_span_t *s)
 {
