@@ -23,6 +23,19 @@
  * the shared library (the general-dynamic model costs a __tls_get_addr call, ~1.3 ns). */
 #define NTP_TLS __thread __attribute__((tls_model("initial-exec")))
 
+/* The per-thread roots every fast path reads, in one thread-local object so that a path finds
+ * them all from one thread-pointer offset: the thread's heap (src/heap), its tag counters
+ * (src/pool) and its emulated IRQL (src/ddi). A new thread starts on the shared empty heap and
+ * empty tag table, which send its first allocation down the slow paths. */
+struct ntp_theap;
+struct ntp_tagtab;
+typedef struct ntp_self {
+    struct ntp_theap *heap;
+    struct ntp_tagtab *tags;
+    unsigned char irql; /* a KIRQL */
+} ntp_self_t;
+extern NTP_TLS ntp_self_t ntp_self;
+
 #define NTP_ALIGN_UP(x, a) (((uintptr_t)(x) + ((uintptr_t)(a)-1)) & ~((uintptr_t)(a)-1))
 #define NTP_ALIGN_DOWN(x, a) ((uintptr_t)(x) & ~((uintptr_t)(a)-1))
 #define NTP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))

@@ -7,8 +7,8 @@
 #include "../base/base.h"
 #include "../../include/ntpool/ntpool.h"
 
-/* The calling thread's emulated IRQL (PASSIVE_LEVEL when the thread starts). */
-extern NTP_TLS KIRQL ntp_irql;
+/* The calling thread's emulated IRQL is ntp_self.irql (base.h; PASSIVE_LEVEL when the thread
+ * starts). */
 
 /* Start the library (options, engine, pools, tags) once. Every entry point that can allocate
  * calls ntp_ensure_init first: one load and a predictable branch. */

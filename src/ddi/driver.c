@@ -236,7 +236,7 @@ NTPOOL_API NTSTATUS ntpool_driver_load(const char *so_path, PCWSTR registry_path
     if (so_path == NULL || out == NULL)
         return STATUS_INVALID_PARAMETER;
     ntp_ensure_init();
-    if (ntp_irql != PASSIVE_LEVEL)
+    if (ntp_self.irql != PASSIVE_LEVEL)
         return STATUS_INVALID_DEVICE_STATE; /* drivers load at PASSIVE_LEVEL */
     ntpool_driver_t *d = ntp_meta_alloc(sizeof *d);
     if (d == NULL)
@@ -261,7 +261,7 @@ NTPOOL_API NTSTATUS ntpool_driver_unload(ntpool_driver_t *d)
 {
     if (d == NULL)
         return STATUS_INVALID_PARAMETER;
-    if (ntp_irql != PASSIVE_LEVEL)
+    if (ntp_self.irql != PASSIVE_LEVEL)
         return STATUS_INVALID_DEVICE_STATE;
     if (!d->unloading) {
         if (d->obj.DriverUnload == NULL)

@@ -170,7 +170,7 @@ static void vf_request_checks(const ex_req_t *r, const ntp_vf_req_t *vr)
 NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
 {
     ntp_ensure_init();
-    KIRQL irql = ntp_irql;
+    KIRQL irql = ntp_self.irql;
     ntp_vf_req_t vr = {.size = n, .tag = r->label & NTPOOL_LABEL_ID, .kind = r->kind,
                        .level = r->level, .placement = r->placement, .want_special = r->want_special,
                        .api = NTP_VF_API_POOL, .irql = irql, .line_align = (r->hflags & NTPOOL_HA_LINE) != 0,
@@ -226,7 +226,7 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
 NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, int zero)
 {
     /* With the Verifier on every call takes the full path: one predictable branch. */
-    if (ntp_unlikely(ntp_irql > APC_LEVEL || ntp_load(&ntp_vf_active)))
+    if (ntp_unlikely(ntp_self.irql > APC_LEVEL || ntp_load(&ntp_vf_active)))
         return NULL;
 #if !NTPOOL_ACCOUNTING
     /* With accounting, a tag the thread has counted was checked; here, check it every time. */
@@ -527,7 +527,7 @@ NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
         ntp_vf_free_special(p, expect, caller);
         return;
     }
-    KIRQL irql = ntp_irql;
+    KIRQL irql = ntp_self.irql;
     ntpool_block_info_t bi;
     ntpool_hf_t r = ntpool_heap_lookup(p, &bi);
     int type = r == NTPOOL_HF_NOT_OURS ? -1 : kind_pool_type(bi.kind);
@@ -561,7 +561,7 @@ NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, uint32_t idx, uint32_t la
 
 NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
-    if (ntp_likely(ntp_irql <= APC_LEVEL && !ntp_load(&ntp_vf_active))) {
+    if (ntp_likely(ntp_self.irql <= APC_LEVEL && !ntp_load(&ntp_vf_active))) {
         ntp_span_t *s;
         uint32_t idx, lab;
         int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);

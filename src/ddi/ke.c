@@ -12,7 +12,6 @@
 #include "../verifier/bugcheck.h"
 #include "../verifier/verifier.h"
 
-NTP_TLS KIRQL ntp_irql;
 
 /* IRQL_NOT_GREATER_OR_EQUAL: P1 current IRQL, P2 requested, P3 0 raise / 1 lower. Under the
  * Verifier: 0xC4/0x30 (raise to a lower IRQL) or 0xC4/0x31 (lower to a higher one), P2 current,
@@ -38,33 +37,33 @@ NTP_COLD NTP_NORETURN static void bad_spin(ULONG_PTR sub, uintptr_t a, uintptr_t
 
 NTPOOL_API KIRQL KeGetCurrentIrql(void)
 {
-    return ntp_irql;
+    return ntp_self.irql;
 }
 
 NTPOOL_API KIRQL KfRaiseIrql(KIRQL new_irql)
 {
-    KIRQL old = ntp_irql;
+    KIRQL old = ntp_self.irql;
     if (new_irql < old || new_irql > HIGH_LEVEL)
         bad_transition(old, new_irql, 0, __builtin_return_address(0));
-    ntp_irql = new_irql;
+    ntp_self.irql = new_irql;
     return old;
 }
 
 NTPOOL_API KIRQL KeRaiseIrqlToDpcLevel(void)
 {
-    KIRQL old = ntp_irql;
+    KIRQL old = ntp_self.irql;
     if (old > DISPATCH_LEVEL)
         bad_transition(old, DISPATCH_LEVEL, 0, __builtin_return_address(0));
-    ntp_irql = DISPATCH_LEVEL;
+    ntp_self.irql = DISPATCH_LEVEL;
     return old;
 }
 
 NTPOOL_API void KeLowerIrql(KIRQL new_irql)
 {
-    KIRQL old = ntp_irql;
+    KIRQL old = ntp_self.irql;
     if (new_irql > old)
         bad_transition(old, new_irql, 1, __builtin_return_address(0));
-    ntp_irql = new_irql;
+    ntp_self.irql = new_irql;
 }
 
 NTPOOL_API void KeInitializeSpinLock(PKSPIN_LOCK lock)
@@ -93,21 +92,21 @@ static void spin_release(PKSPIN_LOCK lock)
 
 NTPOOL_API KIRQL KeAcquireSpinLockRaiseToDpc(PKSPIN_LOCK lock)
 {
-    KIRQL old = ntp_irql;
+    KIRQL old = ntp_self.irql;
     if (old > DISPATCH_LEVEL) {
         ntp_ensure_init();
         if (ntp_load(&ntp_vf_flags))
             bad_spin(0x42, (uintptr_t)lock, old, __builtin_return_address(0));
         bad_transition(old, DISPATCH_LEVEL, 0, __builtin_return_address(0));
     }
-    ntp_irql = DISPATCH_LEVEL;
+    ntp_self.irql = DISPATCH_LEVEL;
     spin_acquire(lock);
     return old;
 }
 
 NTPOOL_API void KeReleaseSpinLock(PKSPIN_LOCK lock, KIRQL new_irql)
 {
-    KIRQL old = ntp_irql;
+    KIRQL old = ntp_self.irql;
     if (old != DISPATCH_LEVEL) {
         ntp_ensure_init();
         if (ntp_load(&ntp_vf_flags))
@@ -116,7 +115,7 @@ NTPOOL_API void KeReleaseSpinLock(PKSPIN_LOCK lock, KIRQL new_irql)
     spin_release(lock);
     if (new_irql > old)
         bad_transition(old, new_irql, 1, __builtin_return_address(0));
-    ntp_irql = new_irql;
+    ntp_self.irql = new_irql;
 }
 
 NTPOOL_API void KeAcquireSpinLockAtDpcLevel(PKSPIN_LOCK lock)

@@ -35,7 +35,6 @@ ntp_theap_t ntp_empty_heap = {
     .cur = {[0 ... NTPOOL_KINDS - 1] = {[0 ... NTP_CLASSES - 1] = &ntp_empty_span}},
 };
 
-NTP_TLS ntp_theap_t *ntp_tls_heap = &ntp_empty_heap;
 _Atomic int ntp_heap_ready;
 
 /* Empty spans kept for reuse, in bytes of address space (their pages stay resident): at most
@@ -149,7 +148,7 @@ static void heap_reset_tables(ntp_theap_t *h)
 
 static ntp_theap_t *heap_get(void)
 {
-    ntp_theap_t *h = ntp_tls_heap;
+    ntp_theap_t *h = ntp_self.heap;
     if (ntp_likely(h != &ntp_empty_heap))
         return h;
     ntpool_heap_init();
@@ -175,7 +174,7 @@ static ntp_theap_t *heap_get(void)
     ntp_heap.heaps_live++;
     ntp_heap.heaps_created++;
     pthread_mutex_unlock(&ntp_heap.registry_lock);
-    ntp_tls_heap = h;
+    ntp_self.heap = h;
     pthread_setspecific(ntp_heap.key, h);
     return h;
 }
@@ -313,16 +312,16 @@ static void heap_thread_exit(void *arg)
     ntp_theap_t *h = arg;
     if (h == NULL || h == &ntp_empty_heap)
         return;
-    ntp_tls_heap = &ntp_empty_heap;
+    ntp_self.heap = &ntp_empty_heap;
     heap_retire(h);
 }
 
 void ntpool_heap_thread_done(void)
 {
-    ntp_theap_t *h = ntp_tls_heap;
+    ntp_theap_t *h = ntp_self.heap;
     if (h == &ntp_empty_heap)
         return;
-    ntp_tls_heap = &ntp_empty_heap;
+    ntp_self.heap = &ntp_empty_heap;
     pthread_setspecific(ntp_heap.key, NULL);
     heap_retire(h);
 }
@@ -636,7 +635,7 @@ ntpool_hf_t ntpool_heap_lookup(const void *p, ntpool_block_info_t *info)
  * touch of the span - once the bit is visible the owner may collect it and release the span. */
 static void remote_push(ntp_span_t *s, uint32_t idx)
 {
-    ntp_theap_t *me = ntp_tls_heap;
+    ntp_theap_t *me = ntp_self.heap;
     atomic_store_explicit(&me->n_remote, ntp_load(&me->n_remote) + 1, memory_order_relaxed);
     ntp_theap_t *owner = ntp_load(&s->owner);
     unsigned kind = s->kind, cls = s->cls;
@@ -800,7 +799,7 @@ void ntpool_heap_trim(void)
 {
     if (!atomic_load_explicit(&ntp_heap_ready, memory_order_acquire))
         return;
-    ntp_theap_t *h = ntp_tls_heap;
+    ntp_theap_t *h = ntp_self.heap;
     if (h != &ntp_empty_heap)
         trim_own(h);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
@@ -885,7 +884,7 @@ static void heap_atfork_child(void)
     ntp_segments_atfork(2);
     pthread_mutex_init(&ntp_heap.abandoned_lock, NULL);
     pthread_mutex_init(&ntp_heap.registry_lock, NULL);
-    ntp_theap_t *me = ntp_tls_heap, *h = ntp_heap.live_heaps, *next;
+    ntp_theap_t *me = ntp_self.heap, *h = ntp_heap.live_heaps, *next;
     for (; h != NULL; h = next) {
         next = h->next;
         if (h == me)
@@ -951,7 +950,7 @@ static int validate_span(ntp_span_t *s, char *why, size_t len)
 
 int ntpool_heap_validate(char *why, size_t len)
 {
-    ntp_theap_t *h = ntp_tls_heap;
+    ntp_theap_t *h = ntp_self.heap;
     if (h == &ntp_empty_heap)
         return 0;
     int errors = 0;

@@ -2,7 +2,7 @@
  * heap_fast.h - the allocation and free fast paths, inlined into the callers of the pool layer.
  *
  * What they assume, and why it is safe:
- *   - ntp_tls_heap is never NULL: a thread starts on ntp_empty_heap, whose spans have no free
+ *   - ntp_self.heap is never NULL: a thread starts on ntp_empty_heap, whose spans have no free
  *     blocks and no owner, so its first allocation and every free go to the out-of-line paths.
  *   - only the owning thread touches span->free and used; labels are relaxed atomics
  *     so a remote free's CAS and the owner's plain store are both defined.
@@ -25,7 +25,7 @@ NTP_INLINE unsigned ntp_small_index(const ntp_span_t *s, uintptr_t off)
 NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label, int want_fresh,
                                         ntpool_block_info_t *out)
 {
-    ntp_theap_t *h = ntp_tls_heap;
+    ntp_theap_t *h = ntp_self.heap;
     ntp_span_t *s = h->cur[kind][cls];
     ntp_block_t *b = s->free;
     if (ntp_unlikely(b == NULL))
@@ -55,7 +55,7 @@ int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab);
 /* Free a small or big block owned by the calling thread, onto the span's one free list (the
  * block freed last is the next handed out: it is warm). Returns
  *    0  done: info->label, size and kind filled; *event is the span that needs
- *       ntp_span_event(ntp_tls_heap, *event) once the caller has done its bookkeeping (it
+ *       ntp_span_event(ntp_self.heap, *event) once the caller has done its bookkeeping (it
  *       became empty, or was full, or its free list held only fresh blocks until now), else
  *       NULL. Callers make that call last, so that their common path calls nothing and saves
  *       no register;
@@ -97,7 +97,7 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
     if (ntp_unlikely((lab & NTPOOL_LABEL_ID) == 0 ||
                      (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0)))
         return -1;
-    if (ntp_unlikely(ntp_load(&s->owner) != ntp_tls_heap)) {
+    if (ntp_unlikely(ntp_load(&s->owner) != ntp_self.heap)) {
         info->label = lab;
         info->index = idx;
         *event = s;
@@ -132,7 +132,7 @@ NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info
         return ntp_heap_free_remote(event, info->index, info->label);
     }
     if (ntp_unlikely(event != NULL))
-        ntp_span_event(ntp_tls_heap, event); /* may release the span */
+        ntp_span_event(ntp_self.heap, event); /* may release the span */
     return 0;
 }
 

@@ -199,7 +199,6 @@ typedef struct ntp_heap_global {
 /* Globals shared by the heap's files and the inline fast paths (hidden symbols). */
 extern ntp_heap_global_t ntp_heap;
 extern _Atomic uint8_t ntp_segmap[NTP_SEGMAP_SIZE];
-extern NTP_TLS ntp_theap_t *ntp_tls_heap;
 extern ntp_theap_t ntp_empty_heap;
 extern ntp_span_t ntp_empty_span;
 extern _Atomic int ntp_heap_ready;

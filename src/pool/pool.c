@@ -78,7 +78,7 @@ void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsign
     if (!counted)
         ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
     if (event != NULL)
-        ntp_span_event(ntp_tls_heap, event); /* may release the span */
+        ntp_span_event(ntp_self.heap, event); /* may release the span */
     if (label & NTPOOL_LABEL_FLAG)
         ntp_pool_quota_release(size);
 }

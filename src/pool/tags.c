@@ -10,21 +10,20 @@
 #include "tags.h"
 #include "../heap/internal.h" /* ntp_meta_alloc/free */
 
-/* A thread starts on this one-slot table whose key never matches: first count goes slow. */
+ntp_tagent_t ntp_tag_miss = {.key = NTP_TAG_NONE};
+/* The empty table's one slot: its key (0) is no (tag, kind)'s. */
 static ntp_tagent_t empty_ent;
-static ntp_tagtab_t empty_tab = {.last_tag = {NTP_TAG_NONE, NTP_TAG_NONE, NTP_TAG_NONE},
-                                 .ent = &empty_ent, .mask = 0};
+ntp_tagtab_t ntp_empty_tags = {.last_ent = {&ntp_tag_miss, &ntp_tag_miss, &ntp_tag_miss},
+                               .ent = &empty_ent, .mask = 0};
+_Static_assert(NTPOOL_KINDS == 3, "ntp_empty_tags caches one entry per kind");
 
 static void cache_clear(ntp_tagtab_t *t)
 {
-    for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
-        ntp_store(&t->last_tag[k], NTP_TAG_NONE);
-        ntp_store(&t->last_ent[k], NULL);
-    }
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        ntp_store(&t->last_ent[k], &ntp_tag_miss);
 }
 
 
-NTP_TLS ntp_tagtab_t *ntp_tls_tags = &empty_tab;
 
 static struct {
     pthread_mutex_t lock;
@@ -183,14 +182,14 @@ static void count_shared(uint64_t key, int64_t allocs, int64_t frees, int64_t by
 
 void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
 {
-    ntp_tagtab_t *t = ntp_tls_tags;
-    if (t == &empty_tab) {
+    ntp_tagtab_t *t = ntp_self.tags;
+    if (t == &ntp_empty_tags) {
         t = table_new();
         if (t == NULL) {
             count_shared(key, allocs, frees, bytes);
             return;
         }
-        ntp_tls_tags = t;
+        ntp_self.tags = t;
     }
     if ((t->count + 1) * 2 > t->mask + 1)
         (void)grow(t); /* if it fails the table is fuller than we like, not full */
@@ -201,8 +200,7 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
     ntp_tagent_t *e = slot_for(t, key);
     add_to(e, allocs, frees, bytes);
     unsigned kind = (unsigned)(key >> 32) - 1;
-    ntp_store(&t->last_tag[kind], (uint32_t)key); /* a collided key is found here, not at home */
-    ntp_store(&t->last_ent[kind], e);
+    ntp_store(&t->last_ent[kind], e); /* a collided key is found here, not at home */
 }
 
 /* Add all of src's counts into the exited totals (registry lock held). */
@@ -236,9 +234,9 @@ static void table_retire_locked(ntp_tagtab_t *t)
 static void tags_thread_exit(void *arg)
 {
     ntp_tagtab_t *t = arg;
-    if (t == NULL || t == &empty_tab)
+    if (t == NULL || t == &ntp_empty_tags)
         return;
-    ntp_tls_tags = &empty_tab;
+    ntp_self.tags = &ntp_empty_tags;
     pthread_mutex_lock(&reg.lock);
     table_retire_locked(t);
     pthread_mutex_unlock(&reg.lock);
@@ -246,8 +244,8 @@ static void tags_thread_exit(void *arg)
 
 void ntp_tags_thread_done(void)
 {
-    ntp_tagtab_t *t = ntp_tls_tags;
-    if (t == &empty_tab)
+    ntp_tagtab_t *t = ntp_self.tags;
+    if (t == &ntp_empty_tags)
         return;
     pthread_setspecific(reg.key, NULL);
     tags_thread_exit(t);
@@ -437,7 +435,7 @@ static void tags_atfork_child(void)
     ntp_tagtab_t *next;
     for (ntp_tagtab_t *t = reg.live; t != NULL; t = next) {
         next = t->next;
-        if (t != ntp_tls_tags)
+        if (t != ntp_self.tags)
             table_retire_locked(t);
     }
 }

@@ -29,8 +29,8 @@ typedef struct ntp_tagent {
 
 typedef struct ntp_tagtab {
     /* The entry each kind counted last: most threads use few tags, so most counts skip the
-     * hash. last_tag is NTP_TAG_NONE (no label has bit 31 set) until an entry is cached. */
-    _Atomic uint32_t last_tag[NTPOOL_KINDS];
+     * hash. The tag is the low half of the entry's own key, so one load of the pointer and one
+     * compare find it. Never NULL: ntp_tag_miss (a key no tag matches) when nothing is cached. */
     ntp_tagent_t *_Atomic last_ent[NTPOOL_KINDS];
     ntp_tagent_t *ent;
     uint32_t mask; /* slots - 1 */
@@ -39,7 +39,6 @@ typedef struct ntp_tagtab {
     struct ntp_tagtab *next, *prev;
 } ntp_tagtab_t;
 
-extern NTP_TLS ntp_tagtab_t *ntp_tls_tags;
 
 NTP_INLINE uint64_t ntp_tag_key(uint32_t tag, unsigned kind)
 {
@@ -53,6 +52,14 @@ NTP_INLINE uint32_t ntp_tag_hash(uint64_t key)
 
 #define NTP_TAG_NONE 0xFFFFFFFFu
 
+/* The entry a table's cache holds when it holds none: its key's tag half is NTP_TAG_NONE,
+ * which no tag (31 bits) equals; its counters are never written. */
+extern ntp_tagent_t ntp_tag_miss;
+
+/* The table a thread starts on (ntp_self.tags): one slot whose key never matches, so the
+ * thread's first count goes to the slow path, which gives it a table of its own. */
+extern ntp_tagtab_t ntp_empty_tags;
+
 void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
 
 #if NTPOOL_ACCOUNTING
@@ -61,15 +68,20 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
  * the tag is valid: the fast path checks a tag no other way. */
 NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
 {
-    ntp_tagtab_t *t = ntp_tls_tags;
-    if (ntp_likely(ntp_load(&t->last_tag[kind]) == tag))
-        return ntp_load(&t->last_ent[kind]); /* NULL if ntp_tags_forget just cleared it */
+    ntp_tagtab_t *t = ntp_self.tags;
+    /* The cached entry is of this kind; its tag half is tag only while it is live (a
+     * forgotten key has bit 31 set). */
+    ntp_tagent_t *e = ntp_load(&t->last_ent[kind]);
+    if (ntp_likely((uint32_t)ntp_load(&e->key) == tag)) {
+        if (e == NULL)
+            __builtin_unreachable(); /* it was just read through: callers' NULL tests go */
+        return e;
+    }
     /* The key's home slot; anything further (a collision) is the slow path's. The empty
      * table's one slot never matches, so it is never written here. */
     uint64_t k = ntp_tag_key(tag, kind);
-    ntp_tagent_t *e = &t->ent[ntp_tag_hash(k) & t->mask];
+    e = &t->ent[ntp_tag_hash(k) & t->mask];
     if (ntp_likely(ntp_load(&e->key) == k)) {
-        ntp_store(&t->last_tag[kind], tag);
         ntp_store(&t->last_ent[kind], e);
         return e;
     }

@@ -45,11 +45,6 @@
 #include "../os/os.h"
 #include "../pool/tags.h"
 
-/* The calling thread's emulated IRQL. It belongs to src/ddi (ke.c), a layer above this one:
- * declared here instead of including ddi/ddi.h so no header of a higher layer comes in. The
- * type is KIRQL, an unsigned char. */
-extern NTP_TLS unsigned char ntp_irql;
-
 /* ---- layout ---------------------------------------------------------------------------------- */
 
 #define SP_PAGE ((size_t)NTP_PAGE_SIZE)
@@ -721,7 +716,7 @@ static sp_slot_t *sp_check_free(void *p, uint32_t expect, const sp_loc_t *L, con
     if (sp_state(s) != SP_LIVE)
         sp_not_allocated(p, caller);
     ntp_bc_info_t in = NTP_BC_INFO(s->tag, s->pool_type, 1, s->size, p, caller);
-    unsigned irql = ntp_irql;
+    unsigned irql = ntp_self.irql;
     if (irql > IRQL_DISPATCH || (irql > IRQL_APC && s->kind == NTPOOL_KIND_PAGED))
         ntp_bugcheck(BC_SPECIAL_POOL_CORRUPTION, irql, (uintptr_t)s->pool_type, (uintptr_t)p, 0x31, &in);
     if ((char *)p != L->page + s->offset)

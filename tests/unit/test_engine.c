@@ -641,7 +641,7 @@ static int lazy_child(void)
         return 10; /* an OS memory call happened before the first call into the library */
     if (atomic_load(&ntp_heap_ready) || atomic_load(&ntp_lib_ready))
         return 11; /* something initialised the library before main */
-    if (ntp_tls_heap != &ntp_empty_heap)
+    if (ntp_self.heap != &ntp_empty_heap)
         return 12;
     ntpool_heap_stats_t st;
     ntpool_heap_stats(&st);
