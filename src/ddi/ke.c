@@ -12,7 +12,6 @@
 #include "../verifier/bugcheck.h"
 #include "../verifier/verifier.h"
 
-
 /* IRQL_NOT_GREATER_OR_EQUAL: P1 current IRQL, P2 requested, P3 0 raise / 1 lower. Under the
  * Verifier: 0xC4/0x30 (raise to a lower IRQL) or 0xC4/0x31 (lower to a higher one), P2 current,
  * P3 requested. */
