@@ -13,9 +13,8 @@
 ntp_tagent_t ntp_tag_miss = {.key = NTP_TAG_NONE};
 /* The empty table's one slot: its key (0) is no (tag, kind)'s. */
 static ntp_tagent_t empty_ent;
-ntp_tagtab_t ntp_empty_tags = {.last_ent = {&ntp_tag_miss, &ntp_tag_miss, &ntp_tag_miss},
+ntp_tagtab_t ntp_empty_tags = {.last_ent = {[0 ... NTPOOL_KINDS - 1] = &ntp_tag_miss},
                                .ent = &empty_ent, .mask = 0};
-_Static_assert(NTPOOL_KINDS == 3, "ntp_empty_tags caches one entry per kind");
 
 static void cache_clear(ntp_tagtab_t *t)
 {
