@@ -229,7 +229,7 @@ void *ntp_shim_alloc(size_t n, size_t align, int zero, const void *caller)
         return alloc_failed();
     void *p;
     ntp_shim_req_t rq = {sz, align, tag, zero, caller};
-    if (ntp_unlikely(ntp_load(&ntp_vf_active)) && ntp_shim_divert(&rq, &p)) {
+    if (ntp_unlikely(ntp_vf_on()) && ntp_shim_divert(&rq, &p)) {
         if (p == NULL)
             return alloc_failed();
         errno = saved;
@@ -252,7 +252,7 @@ typedef enum where { AT_POOL, AT_ALIGNED, AT_BOOT } where_t;
  * tracked blocks (the bytes after it are checked), the block size otherwise. */
 static size_t pool_usable(const void *p)
 {
-    size_t exact = ntp_unlikely(ntp_load(&ntp_vf_active) || ntp_vf_owns(p)) ? ntp_vf_request_size(p) : 0;
+    size_t exact = ntp_unlikely(ntp_vf_on() || ntp_vf_owns(p)) ? ntp_vf_request_size(p) : 0;
     return exact ? exact : ExQueryPoolBlockSize((PVOID)p, NULL);
 }
 
@@ -323,7 +323,7 @@ size_t ntp_shim_usable(const void *p)
  * old one faults (special pool) instead of working by luck. */
 static int keep_in_place(size_t n, size_t usable)
 {
-    return n <= usable && (usable <= 256 || n >= usable / 2) && !ntp_load(&ntp_vf_active);
+    return n <= usable && (usable <= 256 || n >= usable / 2) && !ntp_vf_on();
 }
 
 void *ntp_shim_realloc(void *p, size_t n, const void *caller)
@@ -386,7 +386,7 @@ NTP_SHIM_EXPORT void *calloc(size_t count, size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    if (ntp_likely(ntp_load_acq(&ntp_shim_fast)) && ntp_likely(!ntp_load(&ntp_vf_active))) {
+    if (ntp_likely(ntp_load_acq(&ntp_shim_fast))) { /* the Verifier shuts the fast path's gate */
         ntpool_block_info_t bi;
         bi.fresh = 0;
         void *p = ntp_pool_alloc_fast(NTP_SHIM_KIND, n, ntp_shim_tag_of(caller), NTP_SHIM_LEVEL, 1, &bi);

@@ -60,10 +60,11 @@ NTP_INLINE uint32_t ntp_shim_tag_of(const void *caller)
 }
 
 /* The inline half of malloc: a block from the calling thread's current span, or NULL. With the
- * Verifier on, every call takes the full path (as the Ex routines do). */
+ * Verifier on, every call takes the full path (as the Ex routines do): ntp_pool_alloc_fast's
+ * admission test refuses. */
 NTP_INLINE void *ntp_shim_alloc_inline(size_t n, const void *caller)
 {
-    if (ntp_likely(ntp_load_acq(&ntp_shim_fast)) && ntp_likely(!ntp_load(&ntp_vf_active))) {
+    if (ntp_likely(ntp_load_acq(&ntp_shim_fast))) {
         ntpool_block_info_t bi;
         return ntp_pool_alloc_fast(NTP_SHIM_KIND, n, ntp_shim_tag_of(caller), NTP_SHIM_LEVEL, 0, &bi);
     }
@@ -73,7 +74,7 @@ NTP_INLINE void *ntp_shim_alloc_inline(size_t n, const void *caller)
 /* The inline half of free: 1 when done. */
 NTP_INLINE int ntp_shim_free_inline(void *p)
 {
-    return ntp_likely(ntp_load_acq(&ntp_shim_fast)) && ntp_likely(!ntp_load(&ntp_vf_active)) &&
+    return ntp_likely(ntp_load_acq(&ntp_shim_fast)) && ntp_likely(!ntp_vf_on()) &&
            ntp_likely(ntp_pool_free_fast(p, 0) == 0);
 }
 

@@ -19,6 +19,10 @@
 #define NTP_NORETURN __attribute__((noreturn))
 #define NTP_UNUSED __attribute__((unused))
 #define NTP_ALIGNED(n) __attribute__((aligned(n)))
+/* On the declaration of a library global that fast paths read: -fvisibility=hidden marks only
+ * definitions, and an extern declaration without it is reached through the GOT (an address
+ * load before every access); with it, a scalar is one RIP-relative operand. */
+#define NTP_HIDDEN __attribute__((visibility("hidden")))
 /* Thread-local data of the library: initial-exec, so an access is one %fs-relative load even in
  * the shared library (the general-dynamic model costs a __tls_get_addr call, ~1.3 ns). */
 #define NTP_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -29,7 +33,13 @@
  * empty tag table, which send its first allocation down the slow paths. */
 struct ntp_theap;
 struct ntp_tagtab;
+struct ntp_tagent;
+#define NTP_SELF_KINDS 3 /* NTPOOL_KINDS, checked where that is known (src/pool/tags.c) */
 typedef struct ntp_self {
+    /* Per pool kind, the tag counters this thread used last (src/pool/tags.h): here rather
+     * than in the table, so that a count finds them with one load from the thread pointer
+     * (first, so that the load needs no displacement gcc would add separately). */
+    struct ntp_tagent *last_tag[NTP_SELF_KINDS];
     struct ntp_theap *heap;
     struct ntp_tagtab *tags;
     unsigned char irql; /* a KIRQL */

@@ -100,7 +100,7 @@ NTP_COLD NTP_NORETURN static void bad_irql_alloc(const ex_req_t *r, const ntp_vf
                                                  KIRQL irql)
 {
     ntp_bc_info_t in = NTP_BC_INFO(r->label & NTPOOL_LABEL_ID, r->pool_type, 1, n, NULL, r->caller);
-    if (ntp_load(&ntp_vf_active)) {
+    if (ntp_vf_on()) {
         if (n < PAGE_SIZE && (vr->want_special || ntp_sp_selected(vr)))
             ntp_bugcheck(SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION, irql, (uintptr_t)r->pool_type, n, 0x30, &in);
         if (ntp_load(&ntp_vf_flags))
@@ -183,7 +183,7 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
     size_t sz = n ? n : 1; /* zero bytes: a unique minimum block (spec 11.3) */
     ntpool_block_info_t bi;
     void *p = NULL;
-    int verified = ntp_load(&ntp_vf_active) || r->want_special;
+    int verified = ntp_vf_on() || r->want_special;
     if (ntp_unlikely(verified))
         vf_request_checks(r, &vr);
     if (ntp_unlikely(verified)) {
@@ -225,8 +225,9 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
  * repeats every check and reports what is wrong. Assumes: no quota, no cache alignment. */
 NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, int zero)
 {
-    /* With the Verifier on every call takes the full path: one predictable branch. */
-    if (ntp_unlikely(ntp_self.irql > APC_LEVEL || ntp_load(&ntp_vf_active)))
+    /* With the Verifier on every call takes the full path: ntp_pool_alloc_fast's admission
+     * test says so (the gate bit). */
+    if (ntp_unlikely(ntp_self.irql > APC_LEVEL))
         return NULL;
 #if !NTPOOL_ACCOUNTING
     /* With accounting, a tag the thread has counted was checked; here, check it every time. */
@@ -537,7 +538,7 @@ NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
     if (r == NTPOOL_HF_OK && expect != 0 && ((bi.label ^ expect) & NTPOOL_LABEL_ID) != 0)
         r = NTPOOL_HF_LABEL_MISMATCH; /* checked before tracking forgets the block */
     if (r == NTPOOL_HF_OK) {
-        if (ntp_load(&ntp_vf_active))
+        if (ntp_vf_on())
             ntp_vf_freeing(p, bi.size, bi.label & NTPOOL_LABEL_ID, bi.kind, caller);
         r = ntp_pool_free_as(p, expect, &bi, 1);
         if (r == NTPOOL_HF_OK) {
@@ -561,7 +562,7 @@ NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, uint32_t idx, uint32_t la
 
 NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
-    if (ntp_likely(ntp_self.irql <= APC_LEVEL && !ntp_load(&ntp_vf_active))) {
+    if (ntp_likely(ntp_self.irql <= APC_LEVEL && !ntp_vf_on())) {
         ntp_span_t *s;
         uint32_t idx, lab;
         int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
@@ -608,6 +609,6 @@ NTPOOL_API SIZE_T ExQueryPoolBlockSize(PVOID p, PBOOLEAN quota)
     if (quota)
         *quota = (bi.label & NTPOOL_LABEL_FLAG) ? TRUE : FALSE;
     /* Pool tracking's trailer pattern starts right after the size asked for. */
-    size_t tracked = ntp_load(&ntp_vf_active) ? ntp_vf_request_size(p) : 0;
+    size_t tracked = ntp_vf_on() ? ntp_vf_request_size(p) : 0;
     return tracked ? tracked : bi.size;
 }

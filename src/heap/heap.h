@@ -121,6 +121,10 @@ extern _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS];
  * level L are refused outright. Refreshed wherever committed bytes change (slow paths only), so
  * the fast path's admission is one byte test. */
 extern _Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS];
+/* Bit 7 of every kind's byte, beside the level bits: set while every allocation must take its
+ * full path (the Verifier is on), so that the fast path's one admission test covers that too. */
+#define NTPOOL_HEAP_GATE 0x80u
+void ntpool_heap_set_gate(int on);
 
 /* Return the calling thread's cached spans and empty memory to the OS now. */
 void ntpool_heap_trim(void);

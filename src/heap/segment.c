@@ -54,11 +54,30 @@ void ntp_refresh_closed(unsigned b)
         for (unsigned l = 0; l < NTPOOL_LEVELS - 1; l++)
             if (c >= ntp_load(&bd->limit[l]))
                 closed |= (uint8_t)(1u << l);
-        /* Stored only when it changes: every allocation of every thread reads this line. */
-        for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-            if (ntpool_budget_of((ntpool_kind_t)k) == b && ntp_load(&ntpool_heap_closed[k]) != closed)
-                ntp_store(&ntpool_heap_closed[k], closed);
+        /* Stored only when it changes: every allocation of every thread reads this line. The
+         * gate bit is not ours: a CAS keeps what ntpool_heap_set_gate stores meanwhile. */
+        for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
+            if (ntpool_budget_of((ntpool_kind_t)k) != b)
+                continue;
+            uint8_t old = ntp_load(&ntpool_heap_closed[k]);
+            while ((uint8_t)(old & ~NTPOOL_HEAP_GATE) != closed &&
+                   !atomic_compare_exchange_weak_explicit(&ntpool_heap_closed[k], &old,
+                                                          (uint8_t)((old & NTPOOL_HEAP_GATE) | closed),
+                                                          memory_order_relaxed, memory_order_relaxed))
+                ;
+        }
     } while (ntp_load(&ntpool_heap_committed_v[b]) != c);
+}
+
+void ntpool_heap_set_gate(int on)
+{
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
+        if (on)
+            atomic_fetch_or_explicit(&ntpool_heap_closed[k], NTPOOL_HEAP_GATE, memory_order_seq_cst);
+        else
+            atomic_fetch_and_explicit(&ntpool_heap_closed[k], (uint8_t)~NTPOOL_HEAP_GATE,
+                                      memory_order_seq_cst);
+    }
 }
 
 int ntp_commit(unsigned kind, uint64_t bytes, unsigned level)

@@ -40,10 +40,18 @@ NTP_INLINE int ntp_pool_admit(unsigned kind, unsigned level)
     return (ntp_load(&ntpool_heap_closed[kind]) & (1u << level)) == 0;
 }
 
+/* The fast path's admission: the level's bit, and the gate (NTPOOL_HEAP_GATE) that sends every
+ * allocation to the full path while the Verifier is on, in one test. */
+NTP_INLINE int ntp_pool_admit_fast(unsigned kind, unsigned level)
+{
+    return (ntp_load(&ntpool_heap_closed[kind]) & ((1u << level) | NTPOOL_HEAP_GATE)) == 0;
+}
+
 /* The inline half of an allocation: admission, a block from the thread's current span, and
  * the tag counted. NULL when anything is unusual: the span has no block ready, the size needs
- * the slow path (huge), or this thread has not used the tag with this kind before (the slow
- * path validates the tag then; see ntp_tags_find). Then call ntp_pool_alloc_slow. */
+ * the slow path (huge), the gate is shut (the Verifier is on), or this thread has not used the
+ * tag with this kind before (the slow path validates the tag then; see ntp_tags_find). Then
+ * call ntp_pool_alloc_slow, or the caller's full path. */
 NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label, unsigned level,
                                      int want_fresh, ntpool_block_info_t *bi)
 {
@@ -54,7 +62,7 @@ NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label,
         cls = NTP_SMALL_CLASSES + (unsigned)((size - 1) >> NTP_PAGE_SHIFT);
     else
         return NULL;
-    if (ntp_unlikely(!ntp_pool_admit(kind, level)))
+    if (ntp_unlikely(!ntp_pool_admit_fast(kind, level)))
         return NULL;
 #if NTPOOL_ACCOUNTING
     ntp_tagent_t *e = ntp_tags_find(label & NTPOOL_LABEL_ID, kind);

@@ -13,16 +13,16 @@
 ntp_tagent_t ntp_tag_miss = {.key = NTP_TAG_NONE};
 /* The empty table's one slot: its key (0) is no (tag, kind)'s. */
 static ntp_tagent_t empty_ent;
-ntp_tagtab_t ntp_empty_tags = {.last_ent = {[0 ... NTPOOL_KINDS - 1] = &ntp_tag_miss},
-                               .ent = &empty_ent, .mask = 0};
+ntp_tagtab_t ntp_empty_tags = {.ent = &empty_ent, .mask = 0};
 
-static void cache_clear(ntp_tagtab_t *t)
+_Static_assert(NTP_SELF_KINDS == NTPOOL_KINDS, "ntp_self caches an entry per kind");
+
+/* Forget the calling thread's cached entries (its table moved or went away). */
+static void cache_clear(void)
 {
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-        ntp_store(&t->last_ent[k], &ntp_tag_miss);
+        ntp_self.last_tag[k] = &ntp_tag_miss;
 }
-
-
 
 static struct {
     pthread_mutex_t lock;
@@ -67,7 +67,7 @@ void ntp_tags_forget(int (*bad)(uint32_t tag))
             if (k != 0 && !(k & KEY_FORGOTTEN) && bad((uint32_t)k))
                 ntp_store(&t->ent[i].key, k | KEY_FORGOTTEN);
         }
-        cache_clear(t);
+        /* A thread's cached entry needs no clearing: its key no longer matches the tag. */
         pthread_mutex_unlock(&t->lock);
     }
     pthread_mutex_unlock(&reg.lock);
@@ -115,8 +115,9 @@ static int grow(ntp_tagtab_t *t)
     pthread_mutex_lock(&t->lock);
     t->ent = ne;
     t->mask = n - 1;
-    cache_clear(t); /* the cached entries are in the old array */
     pthread_mutex_unlock(&t->lock);
+    if (t == ntp_self.tags)
+        cache_clear(); /* the cached entries are in the old array */
     ntp_meta_free(old, sizeof(ntp_tagent_t) * oldn);
     return 1;
 }
@@ -134,7 +135,6 @@ static ntp_tagtab_t *table_new(void)
     }
     t->mask = 63;
     t->count = 0;
-    cache_clear(t);
     pthread_mutex_init(&t->lock, NULL);
     pthread_mutex_lock(&reg.lock);
     t->next = reg.live;
@@ -199,7 +199,7 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
     ntp_tagent_t *e = slot_for(t, key);
     add_to(e, allocs, frees, bytes);
     unsigned kind = (unsigned)(key >> 32) - 1;
-    ntp_store(&t->last_ent[kind], e); /* a collided key is found here, not at home */
+    ntp_self.last_tag[kind] = e; /* a collided key is found here, not at home */
 }
 
 /* Add all of src's counts into the exited totals (registry lock held). */
@@ -236,6 +236,7 @@ static void tags_thread_exit(void *arg)
     if (t == NULL || t == &ntp_empty_tags)
         return;
     ntp_self.tags = &ntp_empty_tags;
+    cache_clear();
     pthread_mutex_lock(&reg.lock);
     table_retire_locked(t);
     pthread_mutex_unlock(&reg.lock);

@@ -28,10 +28,6 @@ typedef struct ntp_tagent {
 } ntp_tagent_t;
 
 typedef struct ntp_tagtab {
-    /* The entry each kind counted last: most threads use few tags, so most counts skip the
-     * hash. The tag is the low half of the entry's own key, so one load of the pointer and one
-     * compare find it. Never NULL: ntp_tag_miss (a key no tag matches) when nothing is cached. */
-    ntp_tagent_t *_Atomic last_ent[NTPOOL_KINDS];
     ntp_tagent_t *ent;
     uint32_t mask; /* slots - 1 */
     uint32_t count;
@@ -68,10 +64,11 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
  * the tag is valid: the fast path checks a tag no other way. */
 NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
 {
-    ntp_tagtab_t *t = ntp_self.tags;
-    /* The cached entry is of this kind; its tag half is tag only while it is live (a
-     * forgotten key has bit 31 set). */
-    ntp_tagent_t *e = ntp_load(&t->last_ent[kind]);
+    /* The entry this thread counted last for the kind (ntp_self.last_tag): most threads use
+     * few tags, so most counts skip the hash. Its key's low half is its tag while it is live
+     * (a forgotten key has bit 31 set, which no tag has), so one compare finds it. Never NULL:
+     * ntp_tag_miss, whose key no tag matches, when nothing is cached. */
+    ntp_tagent_t *e = ntp_self.last_tag[kind];
     if (ntp_likely((uint32_t)ntp_load(&e->key) == tag)) {
         if (e == NULL)
             __builtin_unreachable(); /* it was just read through: callers' NULL tests go */
@@ -79,10 +76,11 @@ NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
     }
     /* The key's home slot; anything further (a collision) is the slow path's. The empty
      * table's one slot never matches, so it is never written here. */
+    ntp_tagtab_t *t = ntp_self.tags;
     uint64_t k = ntp_tag_key(tag, kind);
     e = &t->ent[ntp_tag_hash(k) & t->mask];
     if (ntp_likely(ntp_load(&e->key) == k)) {
-        ntp_store(&t->last_ent[kind], e);
+        ntp_self.last_tag[kind] = e;
         return e;
     }
     return NULL;

@@ -12,7 +12,7 @@
 #include "../base/options.h"
 #include "../pool/tags.h"
 
-_Atomic uint32_t ntp_vf_active;
+uint32_t ntp_vf_active;
 _Atomic uint32_t ntp_vf_flags;
 ntp_vf_counters_t ntp_vf_count;
 
@@ -34,7 +34,9 @@ void ntp_vf_configure(void)
     ntp_lrs_configure(&lr, (flags & NTP_VF_LOW_RESOURCES) != 0, (flags & NTP_VF_SYSTEMATIC_LRS) != 0);
     int selecting = sp.all || sp.ntags > 0 || sp.size_max > 0;
     atomic_store(&ntp_vf_flags, flags);
-    atomic_store(&ntp_vf_active, flags != 0 || selecting);
+    int active = flags != 0 || selecting;
+    __atomic_store_n(&ntp_vf_active, active, __ATOMIC_SEQ_CST);
+    ntpool_heap_set_gate(active); /* the allocations' fast paths test this one */
 }
 
 int ntp_vf_tag_match(const char *pat, uint32_t tag)
