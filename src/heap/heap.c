@@ -87,6 +87,11 @@ static void state_set(ntp_span_t *s, uint8_t set, uint8_t clear)
 {
     uint8_t st = ntp_load(&s->state);
     ntp_store(&s->state, (uint8_t)((st & ~clear) | set));
+    /* The frees of a current span's blocks may go to its class's bin; any other's may not
+     * (a bin must never hold a span that could be released). */
+    if ((set | clear) & NTP_STATE_CUR)
+        s->binoff = (set & NTP_STATE_CUR) ? ntp_bin_off(s->kind, s->cls)
+                                          : NTP_NOBIN_OFF;
 }
 
 /* ---- init --------------------------------------------------------------------------------- */
@@ -102,6 +107,7 @@ static void heap_atfork_prepare(void);
 static void heap_atfork_parent(void);
 static void heap_atfork_child(void);
 static void heap_thread_exit(void *arg);
+static void heap_flush_bins(ntp_theap_t *h);
 
 static void heap_init_once(void)
 {
@@ -136,11 +142,26 @@ void ntpool_heap_init(void)
 
 /* ---- thread heaps -------------------------------------------------------------------------- */
 
+/* Blocks a bin of a small class may hold: NTP_BIN_CAP, fewer for the largest classes, so that
+ * a bin holds at most ~32 KiB. Classes of whole pages have no bin. */
+static uint32_t bin_cap(unsigned cls)
+{
+    if (cls >= NTP_SMALL_CLASSES)
+        return 0;
+    uint32_t cap = (32u << 10) / ntp_classes[cls].size;
+    return cap < 4 ? 4 : cap > NTP_BIN_CAP ? NTP_BIN_CAP : cap;
+}
+
 static void heap_reset_tables(ntp_theap_t *h)
 {
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-        for (unsigned c = 0; c < NTP_CLASSES; c++)
+        for (unsigned c = 0; c < NTP_CLASSES; c++) {
             h->cur[k][c] = &ntp_empty_span;
+            h->bin[k][c].n = 0; /* a vanished thread's (fork child): its spans are rebuilt */
+            h->bin[k][c].cap = bin_cap(c);
+            h->bin[k][c].size = ntp_classes[c].size;
+            h->bin[k][c].cookie = ntp_rand(&h->rng) | 1;
+        }
     memset(h->avail, 0, sizeof h->avail);
     memset(h->full, 0, sizeof h->full);
     h->kept = 0;
@@ -261,6 +282,7 @@ static void span_abandon(ntp_span_t *s)
 /* Give up every span of heap h (its thread is gone, or is going). */
 static void heap_abandon_all(ntp_theap_t *h)
 {
+    heap_flush_bins(h);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         atomic_store(&h->attn[k], 0);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
@@ -332,8 +354,10 @@ static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
 {
     const ntp_class_info_t *ci = &ntp_classes[cls];
     s->cls = (uint8_t)cls;
+    s->binoff = NTP_NOBIN_OFF; /* until it is made current */
     s->bsize = ci->size;
     s->magic = ci->magic;
+    s->divisor = UINT64_MAX / ci->size + 1;
     s->per_page = ci->per_page;
     s->reserved = ci->reserved;
     s->shape = cls < NTP_SMALL_CLASSES ? NTP_SHAPE_SMALL : NTP_SHAPE_BIG;
@@ -509,6 +533,15 @@ static void heap_quarantine_current(ntp_theap_t *h, unsigned kind, unsigned cls)
         ntp_corrupt(NTPOOL_CORRUPT_FREE_LIST, (uintptr_t)b, nx);
 }
 
+/* The block on top of a bin was written after its free: report it, and leave it out (it is
+ * not handed out again; its span keeps counting it in use). */
+static void heap_quarantine_bin(ntp_theap_t *h, unsigned kind, unsigned cls)
+{
+    ntp_bin_t *bin = &h->bin[kind][cls];
+    void *b = bin->blk[--bin->n];
+    ntp_corrupt(NTPOOL_CORRUPT_FREE_LIST, (uintptr_t)b, *(uint64_t *)b);
+}
+
 void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigned flags,
                         unsigned level, ntpool_block_info_t *out)
 {
@@ -537,6 +570,10 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
         void *p = ntpool_heap_alloc_fast(kind, cls, label, 1, out);
         if (p != NULL)
             return p;
+        if (h->bin[kind][cls].n != 0) {
+            heap_quarantine_bin(h, kind, cls);
+            continue;
+        }
         if (h->cur[kind][cls]->free != NULL) {
             heap_quarantine_current(h, kind, cls);
             continue;
@@ -547,6 +584,30 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
 }
 
 /* ---- free --------------------------------------------------------------------------------- */
+
+void ntp_bin_flush(ntp_theap_t *h, unsigned kind, unsigned cls)
+{
+    ntp_bin_t *bin = &h->bin[kind][cls];
+    if (bin->n == 0)
+        return;
+    ntp_span_t *s = h->cur[kind][cls]; /* a bin holds blocks of the current span only */
+    for (uint32_t i = 0; i < bin->n; i++) {
+        ntp_block_t *b = bin->blk[i];
+        b->next = (uintptr_t)s->free ^ s->key;
+        s->free = b;
+    }
+    s->used -= bin->n;
+    bin->n = 0;
+    if (ntp_load(&s->state) & NTP_STATE_FRESH)
+        ntp_span_event(h, s); /* its list now holds used blocks */
+}
+
+static void heap_flush_bins(ntp_theap_t *h)
+{
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        for (unsigned c = 0; c < NTP_CLASSES; c++)
+            ntp_bin_flush(h, k, c);
+}
 
 /* Called by the fast free when a span became empty while not current, got a block back while
  * on the full list, or got a used block on a free list of fresh (zero) blocks. */
@@ -739,6 +800,7 @@ uint64_t ntpool_heap_peak(ntpool_budget_t b)
 /* Release the calling thread's empty spans, current ones included. */
 static void trim_own(ntp_theap_t *h)
 {
+    heap_flush_bins(h);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         heap_drain_attention(h, k);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
@@ -948,12 +1010,43 @@ static int validate_span(ntp_span_t *s, char *why, size_t len)
     return 0;
 }
 
+/* Check a bin: each block a distinct carved block of the current span with label 0, its label
+ * pointer that block's. */
+static int validate_bin(ntp_theap_t *h, unsigned k, unsigned c, char *why, size_t len)
+{
+    ntp_bin_t *bin = &h->bin[k][c];
+    ntp_span_t *s = h->cur[k][c];
+    if (bin->n > bin->cap || bin->cap > NTP_BIN_CAP || (bin->n && bin->size != s->bsize))
+        return bad(why, len, "bin count or size is wrong");
+    for (uint32_t i = 0; i < bin->n; i++) {
+        uint32_t idx;
+        uintptr_t start, a = (uintptr_t)bin->blk[i];
+        if (s == &ntp_empty_span || ntp_span_of(a) != s || !ntp_span_block_of(s, a, &idx, &start) ||
+            start != a || idx >= ntp_load(&s->capacity))
+            return bad(why, len, "bin holds an address that is not a block of the current span");
+        if (bin->lab[i] != &s->labels[idx] || ntp_load(&s->labels[idx]) != 0)
+            return bad(why, len, "bin holds a block whose label is not its own or not free");
+        if (*(uint64_t *)bin->blk[i] != bin->cookie)
+            return bad(why, len, "bin holds a block written after its free");
+        for (uint32_t j = 0; j < i; j++)
+            if (bin->blk[j] == bin->blk[i])
+                return bad(why, len, "bin holds a block twice");
+    }
+    return 0;
+}
+
 int ntpool_heap_validate(char *why, size_t len)
 {
     ntp_theap_t *h = ntp_self.heap;
     if (h == &ntp_empty_heap)
         return 0;
     int errors = 0;
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        for (unsigned c = 0; c < NTP_CLASSES; c++)
+            errors += validate_bin(h, k, c, errors ? NULL : why, len);
+    if (errors)
+        return errors;
+    heap_flush_bins(h); /* then the spans' counts must add up as without bins */
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         for (unsigned c = 0; c < NTP_CLASSES; c++) {
             ntp_span_t *s = h->cur[k][c];

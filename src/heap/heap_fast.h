@@ -4,8 +4,10 @@
  * What they assume, and why it is safe:
  *   - ntp_self.heap is never NULL: a thread starts on ntp_empty_heap, whose spans have no free
  *     blocks and no owner, so its first allocation and every free go to the out-of-line paths.
- *   - only the owning thread touches span->free and used; labels are relaxed atomics
- *     so a remote free's CAS and the owner's plain store are both defined.
+ *   - only the owning thread touches span->free and used, and its bins (internal.h); labels
+ *     are relaxed atomics so a remote free's CAS and the owner's plain store are both defined.
+ *   - a bin holds blocks of its class's current span only (span->binoff names an empty bin
+ *     with no room for any other span), so no release ever has to look in one.
  *   - no lock, no atomic read-modify-write, no write to a line another thread writes
  *     (design.md invariant 3). Everything unusual falls through to heap.c.
  */
@@ -26,6 +28,23 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
                                         ntpool_block_info_t *out)
 {
     ntp_theap_t *h = ntp_self.heap;
+    ntp_bin_t *bin = &h->bin[kind][cls];
+    /* Opaque from here: gcc would otherwise rebuild every bin address from h and the indexes
+     * (five instructions) instead of using bin with an offset. */
+    __asm__("" : "+r"(bin));
+    size_t n = bin->n;
+    if (ntp_likely(n != 0)) {
+        void **top = &bin->blk[n - 1]; /* its label's address is NTP_BIN_CAP entries on */
+        void *p = *top;
+        if (ntp_unlikely(*(uint64_t *)p != bin->cookie))
+            return NULL; /* written after its free: the slow path reports it */
+        ntp_store((_Atomic uint32_t *)top[NTP_BIN_CAP], label);
+        bin->n = (uint16_t)(n - 1);
+        out->size = bin->size;
+        if (want_fresh)
+            out->fresh = 0;
+        return p;
+    }
     ntp_span_t *s = h->cur[kind][cls];
     ntp_block_t *b = s->free;
     if (ntp_unlikely(b == NULL))
@@ -79,9 +98,10 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
     unsigned idx;
     if (ntp_likely(s->shape == NTP_SHAPE_SMALL)) {
         uint32_t woff = (uint32_t)(off & (NTP_PAGE_SIZE - 1));
-        uint32_t w = (uint32_t)(((uint64_t)woff * s->magic) >> 32);
-        if (ntp_unlikely(w * s->bsize != woff || w >= s->per_page))
-            return -1;
+        unsigned __int128 m = (unsigned __int128)woff * s->divisor;
+        uint32_t w = (uint32_t)(m >> 64); /* woff / bsize */
+        if (ntp_unlikely((uint64_t)m >= s->divisor || w >= s->per_page))
+            return -1; /* not a block start, or in the page's tail */
         idx = (unsigned)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
     } else if (s->shape == NTP_SHAPE_BIG) {
         uint32_t pg = (uint32_t)(off >> NTP_PAGE_SHIFT);
@@ -97,19 +117,32 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
     if (ntp_unlikely((lab & NTPOOL_LABEL_ID) == 0 ||
                      (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0)))
         return -1;
-    if (ntp_unlikely(ntp_load(&s->owner) != ntp_self.heap)) {
+    ntp_theap_t *h = ntp_self.heap;
+    if (ntp_unlikely(ntp_load(&s->owner) != h)) {
         info->label = lab;
         info->index = idx;
         *event = s;
         return 1;
     }
     ntp_store(&s->labels[idx], 0);
-    ntp_block_t *b = (ntp_block_t *)p;
-    b->next = (uintptr_t)s->free ^ s->key;
-    s->free = b;
     info->label = lab;
     info->size = s->bsize;
     info->kind = s->kind;
+    /* A block of the current span goes to the bin while it has room; another span's binoff
+     * names a bin with no room. */
+    ntp_bin_t *bin = (ntp_bin_t *)((char *)h + s->binoff);
+    uint32_t n = bin->n;
+    if (ntp_likely(n < bin->cap)) {
+        *(uint64_t *)p = bin->cookie;
+        bin->blk[n] = p;
+        bin->lab[n] = &s->labels[idx];
+        bin->n = (uint16_t)(n + 1);
+        *event = NULL;
+        return 0;
+    }
+    ntp_block_t *b = (ntp_block_t *)p;
+    b->next = (uintptr_t)s->free ^ s->key;
+    s->free = b;
     uint32_t used = --s->used;
     uint8_t st = ntp_load(&s->state);
     *event = ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) ||

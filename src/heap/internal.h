@@ -19,7 +19,9 @@
  * (span->labels), indexed by block number: an overrun cannot forge it.
  *
  * Free blocks are linked through their first word, XOR-encoded with a per-span random key and
- * range-checked on every pop, so a write to freed memory is caught instead of followed.
+ * range-checked on every pop, so a write to freed memory is caught instead of followed. The
+ * blocks a thread frees from a current span go first to a small bin in its heap (ntp_bin_t)
+ * and come back from there before the list is used.
  *
  * Ownership: a span belongs to one thread heap (span->owner) which alone touches free,
  * used and capacity. Other threads free by CAS-ing the label to REMOTE and setting
@@ -109,6 +111,11 @@ typedef struct ntp_span {
     uint8_t kind;
     uint8_t shape;
     uint8_t nslices;
+    uint32_t binoff;          /* byte offset in its owner of the bin its frees may use: its
+                               * class's while current, else NTP_NOBIN_OFF (set with CUR) */
+    uint64_t divisor;         /* small: ceil(2^64 / bsize). For x < 2^32 one multiplication
+                               * gives x / bsize (high half) and whether bsize divides x (low
+                               * half below divisor): a free checks and indexes with one mul */
     /* --- cache line 1: the owner's --- */
     _Alignas(64) ntp_block_t *free; /* blocks to hand out, the owner's frees pushed on top */
     uintptr_t key;            /* free-list encoding key */
@@ -126,6 +133,8 @@ typedef struct ntp_span {
     uint8_t first_slice;
     uint8_t dirty;            /* its slices held data before (not known zero) */
 } ntp_span_t;
+
+_Static_assert(offsetof(ntp_span_t, free) == 64, "a span's shared fields fill one cache line");
 
 typedef struct ntp_segment {
     uint32_t magic;
@@ -150,9 +159,33 @@ typedef struct ntp_span_list {
     uint32_t count;
 } ntp_span_list_t;
 
+/* A thread's cache of blocks it freed from the current span of one (kind, class), handed out
+ * again before that span's free list. Pushing and popping one costs no division (its label's
+ * address is kept beside it), no free-list encoding and no span count: the span counts the
+ * blocks of its bin as in use, and ntp_bin_flush puts them on its list when the span stops
+ * being current (so that a bin never holds a span that could be released) or the heap is
+ * trimmed or given up. A cached block's label is 0, as on the list: freeing it again is a
+ * double free, however it is reached. Its first word holds the bin's random cookie, so that a
+ * write into it after the free is caught when it is handed out again, as on the list. Only
+ * the owning thread reads or writes a bin. */
+#define NTP_BIN_CAP 15
+typedef struct ntp_bin {
+    uint16_t n;      /* blocks held */
+    uint16_t cap;    /* at most this many (0: the class has no bin) */
+    uint32_t size;   /* block size */
+    uint64_t cookie; /* written into the first word of each block held, checked when handed out */
+    void *blk[NTP_BIN_CAP];
+    _Atomic uint32_t *lab[NTP_BIN_CAP];
+} ntp_bin_t;
+_Static_assert(sizeof(ntp_bin_t) == 256, "a bin is four cache lines");
+_Static_assert(offsetof(ntp_bin_t, lab) == offsetof(ntp_bin_t, blk) + NTP_BIN_CAP * sizeof(void *),
+               "a held block's label address is NTP_BIN_CAP entries after it");
+
 typedef struct ntp_theap {
     /* --- the fast path's table: current span of each kind and class --- */
     ntp_span_t *cur[NTPOOL_KINDS][NTP_CUR_STRIDE];
+    ntp_bin_t bin[NTPOOL_KINDS][NTP_CUR_STRIDE];
+    ntp_bin_t nobin; /* cap 0: where the frees of a span that is not current look */
     /* --- slow paths --- */
     ntp_span_list_t avail[NTPOOL_KINDS][NTP_CLASSES];
     ntp_span_list_t full[NTPOOL_KINDS][NTP_CLASSES];
@@ -164,6 +197,13 @@ typedef struct ntp_theap {
     /* counters, owner-written, read by stats */
     _Atomic uint64_t n_slow, n_extend, n_collect, n_remote;
 } ntp_theap_t;
+
+#define NTP_NOBIN_OFF ((uint32_t)offsetof(ntp_theap_t, nobin))
+NTP_INLINE uint32_t ntp_bin_off(unsigned kind, unsigned cls)
+{
+    return (uint32_t)(offsetof(ntp_theap_t, bin) +
+                      ((size_t)kind * NTP_CUR_STRIDE + cls) * sizeof(ntp_bin_t));
+}
 
 typedef struct ntp_kind {
     pthread_mutex_t lock;
@@ -236,6 +276,9 @@ void ntp_segments_foreach_span(void (*fn)(ntp_span_t *s, void *arg), void *arg);
 void *ntp_meta_alloc(size_t size);
 void ntp_meta_free(void *p, size_t size);
 void ntp_meta_atfork(int phase);
+
+/* heap.c: put the blocks of h's bin of (kind, cls) back on the current span's list. */
+void ntp_bin_flush(struct ntp_theap *h, unsigned kind, unsigned cls);
 
 /* span.c */
 uint32_t ntp_span_index(const ntp_span_t *s, uintptr_t a);

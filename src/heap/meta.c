@@ -3,7 +3,8 @@
  *
  * Metadata never comes from the pool it describes: the pool may be malloc itself (the shim),
  * and an overrun of a pool block must not reach it. Requests are rounded to 64 bytes and kept
- * in per-size free lists carved from 1 MiB chunks; requests above 16 KiB are mapped directly.
+ * in per-size free lists carved from 1 MiB chunks; requests above 64 KiB (a thread heap is
+ * ~56 KiB) are mapped directly.
  * Every block handed out reads as zero. Slow path only: one mutex.
  */
 #include <string.h>
@@ -12,7 +13,7 @@
 #include "../os/os.h"
 
 #define META_GRAIN 64
-#define META_MAX (16 * 1024)
+#define META_MAX (64 * 1024)
 #define META_BINS (META_MAX / META_GRAIN)
 #define META_CHUNK (1024 * 1024)
 

@@ -250,4 +250,5 @@ void ntp_span_rebuild(ntp_span_t *s)
     for (uint32_t w = 0; w < NTP_XWORDS(s->reserved); w++)
         ntp_store(&s->xbits[w], 0);
     ntp_store(&s->state, 0);
+    s->binoff = NTP_NOBIN_OFF;
 }
