@@ -86,9 +86,8 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
                                   ntp_span_t **event)
 {
     uintptr_t a = (uintptr_t)p;
-    if (ntp_unlikely((a >> NTP_VA_BITS) != 0))
-        return -1;
-    if (ntp_unlikely(ntp_load(&ntp_segmap[a >> NTP_SEG_SHIFT]) != NTP_SEGMAP_SEG))
+    uintptr_t cell = a >> NTP_SEG_SHIFT; /* past the map exactly when a >> NTP_VA_BITS != 0 */
+    if (ntp_unlikely(cell >= NTP_SEGMAP_SIZE || ntp_load(&ntp_segmap[cell]) != NTP_SEGMAP_SEG))
         return -1;
     ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
     ntp_span_t *s = ntp_load(&seg->slice_span[(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1)]);

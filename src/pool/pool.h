@@ -111,7 +111,7 @@ NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint
     ntp_tagent_t *e = ntp_tags_find(bi.label & NTPOOL_LABEL_ID, bi.kind);
     if (ntp_likely(e != NULL)) {
         ntp_bump(&e->frees, 1);
-        ntp_bump(&e->bytes, -(int64_t)bi.size);
+        ntp_bump(&e->fbytes, (uint64_t)bi.size);
     }
     if (ntp_unlikely(e == NULL || event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
         ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, e != NULL);

@@ -109,7 +109,8 @@ static int grow(ntp_tagtab_t *t)
         ntp_tagent_t *e = slot_for(&tmp, k);
         ntp_store(&e->allocs, ntp_load(&old[i].allocs));
         ntp_store(&e->frees, ntp_load(&old[i].frees));
-        ntp_store(&e->bytes, ntp_load(&old[i].bytes));
+        ntp_store(&e->abytes, ntp_load(&old[i].abytes));
+        ntp_store(&e->fbytes, ntp_load(&old[i].fbytes));
     }
     uint32_t oldn = t->mask + 1;
     pthread_mutex_lock(&t->lock);
@@ -151,7 +152,7 @@ static void add_to(ntp_tagent_t *e, int64_t allocs, int64_t frees, int64_t bytes
 {
     ntp_bump(&e->allocs, (uint64_t)allocs);
     ntp_bump(&e->frees, (uint64_t)frees);
-    ntp_bump(&e->bytes, bytes);
+    ntp_tagent_add_bytes(e, bytes);
 }
 
 /* A slot for key in the exited totals, or NULL when out of memory (registry lock held). */
@@ -212,8 +213,9 @@ static void fold_locked(ntp_tagtab_t *src)
         ntp_tagent_t *e = exited_slot(k);
         if (e == NULL)
             return;
-        add_to(e, (int64_t)ntp_load(&src->ent[i].allocs), (int64_t)ntp_load(&src->ent[i].frees),
-               ntp_load(&src->ent[i].bytes));
+        add_to(e, (int64_t)ntp_load(&src->ent[i].allocs), (int64_t)ntp_load(&src->ent[i].frees), 0);
+        ntp_bump(&e->abytes, ntp_load(&src->ent[i].abytes));
+        ntp_bump(&e->fbytes, ntp_load(&src->ent[i].fbytes));
     }
 }
 
@@ -303,7 +305,7 @@ static void merge_table(merge_t *m, ntp_tagtab_t *t)
         }
         e->allocs[kind] += ntp_load(&t->ent[i].allocs);
         e->frees[kind] += ntp_load(&t->ent[i].frees);
-        e->bytes[kind] += ntp_load(&t->ent[i].bytes);
+        e->bytes[kind] += (int64_t)(ntp_load(&t->ent[i].abytes) - ntp_load(&t->ent[i].fbytes));
     }
 }
 

@@ -24,8 +24,20 @@ typedef struct ntp_tagent {
     _Atomic uint64_t key; /* tag | (kind + 1) << 32; 0 = empty slot */
     _Atomic uint64_t allocs;
     _Atomic uint64_t frees;
-    _Atomic int64_t bytes;
+    /* Bytes allocated and bytes freed, both only ever added to: a free adds its size rather
+     * than subtracting it (no negation on the fast path). In use = abytes - fbytes. */
+    _Atomic uint64_t abytes;
+    _Atomic uint64_t fbytes;
 } ntp_tagent_t;
+
+/* Add a signed byte count: allocations add to abytes, frees (negative) to fbytes. */
+NTP_INLINE void ntp_tagent_add_bytes(ntp_tagent_t *e, int64_t bytes)
+{
+    if (bytes >= 0)
+        ntp_bump(&e->abytes, (uint64_t)bytes);
+    else
+        ntp_bump(&e->fbytes, -(uint64_t)bytes);
+}
 
 typedef struct ntp_tagtab {
     ntp_tagent_t *ent;
@@ -89,7 +101,7 @@ NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
 NTP_INLINE void ntp_tags_add_alloc(ntp_tagent_t *e, int64_t bytes)
 {
     ntp_bump(&e->allocs, 1);
-    ntp_bump(&e->bytes, bytes);
+    ntp_bump(&e->abytes, (uint64_t)bytes);
 }
 #endif
 
@@ -103,7 +115,7 @@ NTP_INLINE void ntp_tags_count(uint32_t tag, unsigned kind, int64_t allocs, int6
             ntp_bump(&e->allocs, (uint64_t)allocs);
         if (frees)
             ntp_bump(&e->frees, (uint64_t)frees);
-        ntp_bump(&e->bytes, bytes);
+        ntp_tagent_add_bytes(e, bytes);
         return;
     }
     ntp_tags_slow(ntp_tag_key(tag, kind), allocs, frees, bytes);
