@@ -157,10 +157,11 @@ static void heap_reset_tables(ntp_theap_t *h)
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         for (unsigned c = 0; c < NTP_CLASSES; c++) {
             h->cur[k][c] = &ntp_empty_span;
-            h->bin[k][c].n = 0; /* a vanished thread's (fork child): its spans are rebuilt */
-            h->bin[k][c].cap = bin_cap(c);
-            h->bin[k][c].size = ntp_classes[c].size;
-            h->bin[k][c].cookie = ntp_rand(&h->rng) | 1;
+            /* A vanished thread's (fork child): its spans are rebuilt from their labels. Only
+             * written when not already 0: a new heap's bins stay untouched, not resident,
+             * until make_current sets each up. */
+            if (h->bin[k][c].n != 0)
+                h->bin[k][c].n = 0;
         }
     memset(h->avail, 0, sizeof h->avail);
     memset(h->full, 0, sizeof h->full);
@@ -461,6 +462,12 @@ static void park(ntp_theap_t *h, unsigned kind, unsigned cls, ntp_span_t *s)
 
 static void make_current(ntp_theap_t *h, unsigned kind, unsigned cls, ntp_span_t *s)
 {
+    ntp_bin_t *bin = &h->bin[kind][cls];
+    if (bin->size == 0) { /* the heap's first span of (kind, cls): set up its bin */
+        bin->cap = (uint16_t)bin_cap(cls);
+        bin->size = ntp_classes[cls].size;
+        bin->cookie = ntp_rand(&h->rng) | 1;
+    }
     state_set(s, NTP_STATE_CUR, NTP_STATE_FULL);
     h->cur[kind][cls] = s;
 }
