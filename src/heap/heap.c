@@ -592,7 +592,8 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
 
 /* ---- free --------------------------------------------------------------------------------- */
 
-void ntp_bin_flush(ntp_theap_t *h, unsigned kind, unsigned cls)
+/* Put the blocks of h's bin of (kind, cls) back on the current span's list. */
+static void bin_flush(ntp_theap_t *h, unsigned kind, unsigned cls)
 {
     ntp_bin_t *bin = &h->bin[kind][cls];
     if (bin->n == 0)
@@ -613,7 +614,7 @@ static void heap_flush_bins(ntp_theap_t *h)
 {
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         for (unsigned c = 0; c < NTP_CLASSES; c++)
-            ntp_bin_flush(h, k, c);
+            bin_flush(h, k, c);
 }
 
 /* Called by the fast free when a span became empty while not current, got a block back while

@@ -162,9 +162,9 @@ typedef struct ntp_span_list {
 /* A thread's cache of blocks it freed from the current span of one (kind, class), handed out
  * again before that span's free list. Pushing and popping one costs no division (its label's
  * address is kept beside it), no free-list encoding and no span count: the span counts the
- * blocks of its bin as in use, and ntp_bin_flush puts them on its list when the span stops
- * being current (so that a bin never holds a span that could be released) or the heap is
- * trimmed or given up. A cached block's label is 0, as on the list: freeing it again is a
+ * blocks of its bin as in use. A span stops being current only when an allocation found its
+ * bin and list empty, or when the heap is trimmed or given up, where bin_flush (heap.c) first
+ * puts the bin's blocks on the list: so a bin never holds a span that could be released. A cached block's label is 0, as on the list: freeing it again is a
  * double free, however it is reached. Its first word holds the bin's random cookie, so that a
  * write into it after the free is caught when it is handed out again, as on the list. Only
  * the owning thread reads or writes a bin. */
@@ -276,9 +276,6 @@ void ntp_segments_foreach_span(void (*fn)(ntp_span_t *s, void *arg), void *arg);
 void *ntp_meta_alloc(size_t size);
 void ntp_meta_free(void *p, size_t size);
 void ntp_meta_atfork(int phase);
-
-/* heap.c: put the blocks of h's bin of (kind, cls) back on the current span's list. */
-void ntp_bin_flush(struct ntp_theap *h, unsigned kind, unsigned cls);
 
 /* span.c */
 uint32_t ntp_span_index(const ntp_span_t *s, uintptr_t a);
