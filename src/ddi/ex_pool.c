@@ -551,12 +551,13 @@ NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
     bad_free(p, expect, r, &bi, &in);
 }
 
-/* Another thread's block, found by the inline free: claimed and counted, or, when a racing
- * free got there first, the full path reports it. */
-NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab, void *p,
-                                        uint32_t expect, const void *caller)
+/* Any other free of a live span's block (another thread's, a big block, a quota charge, a full
+ * bin): done by the pool, or, when it cannot (a racing free got there first, a bad address),
+ * reported by the full path. */
+NTP_NOINLINE static void ex_free_span(ntp_span_t *s, void *p, uint32_t idx, uint32_t expect,
+                                      const void *caller)
 {
-    if (ntp_pool_free_remote(s, idx, lab) != 0)
+    if (ntp_pool_free_span(s, p, idx, expect) != 0)
         ntp_ex_free_slow(p, expect, caller);
 }
 
@@ -564,12 +565,12 @@ NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
     if (ntp_likely(ntp_self.irql <= APC_LEVEL && !ntp_vf_on())) {
         ntp_span_t *s;
-        uint32_t idx, lab;
-        int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
+        uint32_t idx;
+        int r = ntp_pool_free_own(p, expect, &s, &idx);
         if (ntp_likely(r == 0))
             return;
         if (r > 0) {
-            ex_free_remote(s, idx, lab, p, expect, caller);
+            ex_free_span(s, p, idx, expect, caller);
             return;
         }
     }

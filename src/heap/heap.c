@@ -358,10 +358,11 @@ static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
     s->binoff = NTP_NOBIN_OFF; /* until it is made current */
     s->bsize = ci->size;
     s->magic = ci->magic;
-    s->divisor = UINT64_MAX / ci->size + 1;
     s->per_page = ci->per_page;
     s->reserved = ci->reserved;
     s->shape = cls < NTP_SMALL_CLASSES ? NTP_SHAPE_SMALL : NTP_SHAPE_BIG;
+    /* 0 for big blocks: ntp_heap_span_of's test then always sends them to the full free. */
+    s->divisor = s->shape == NTP_SHAPE_SMALL ? UINT64_MAX / ci->size + 1 : 0;
     if (s->shape == NTP_SHAPE_BIG)
         s->len = (uintptr_t)ci->reserved * ci->size;
     s->key = ntp_rand(&h->rng) | 1;
@@ -728,6 +729,46 @@ int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab)
                                                  memory_order_acq_rel, memory_order_relaxed))
         return -1;
     remote_push(s, idx); /* the last touch of s */
+    return 0;
+}
+
+int ntp_heap_free_span(ntp_span_t *s, void *p, uint32_t idx, uint32_t expect,
+                       ntpool_block_info_t *info)
+{
+    if (idx == NTP_NO_INDEX && !ntp_span_small_start(s, p, &idx)) {
+        if (s->shape != NTP_SHAPE_BIG)
+            return -1; /* not a small block's start, or a huge block (the table's) */
+        uintptr_t off = (uintptr_t)p - s->base;
+        uint32_t pg = (uint32_t)(off >> NTP_PAGE_SHIFT);
+        idx = (uint32_t)(((uint64_t)pg * s->magic) >> 32);
+        if ((off & (NTP_PAGE_SIZE - 1)) != 0 || idx * s->per_page != pg)
+            return -1;
+    }
+    /* A block never carved has label 0 too: the full path tells the two apart. */
+    uint32_t lab = ntp_load(&s->labels[idx]);
+    /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits. */
+    if ((lab & NTPOOL_LABEL_ID) == 0 || (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0))
+        return -1;
+    info->label = lab;
+    info->index = idx;
+    info->size = s->bsize; /* before the block is handed over: then s may go */
+    info->kind = s->kind;
+    ntp_theap_t *h = ntp_self.heap;
+    if (ntp_load(&s->owner) != h)
+        return ntp_heap_free_remote(s, idx, lab);
+    ntp_store(&s->labels[idx], 0);
+    ntp_bin_t *bin = (ntp_bin_t *)((char *)h + s->binoff);
+    if (bin->n < bin->cap) {
+        ntp_bin_push(bin, p, &s->labels[idx], bin->n);
+        return 0;
+    }
+    ntp_block_t *b = (ntp_block_t *)p;
+    b->next = (uintptr_t)s->free ^ s->key;
+    s->free = b;
+    uint32_t used = --s->used;
+    uint8_t st = ntp_load(&s->state);
+    if ((used == 0 && !(st & NTP_STATE_CUR)) || (st & (NTP_STATE_FULL | NTP_STATE_FRESH)))
+        ntp_span_event(h, s); /* may release the span */
     return 0;
 }
 

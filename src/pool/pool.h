@@ -81,56 +81,51 @@ NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label,
 void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned hflags,
                           unsigned level, ntpool_block_info_t *bi);
 
-/* What ntp_pool_free_fast leaves to a call: the span event, a tag this thread has not counted
- * yet (counted: 0), a quota charge to release (label's flag). */
-void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsigned kind, int counted);
+/* Count a free the fast path made but could not count (this thread has not counted its tag
+ * lately): as ntp_tags_count. */
+void ntp_pool_count_free(uint32_t label, uint32_t size, unsigned kind);
 
-/* A live block of another thread's span, found by ntp_heap_free_core (it returned 1): claim
- * it, hand it to its owner, count the free. 0 when done, -1 when a racing free got there
- * first (the caller's full path reports it). */
-int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label);
+/* Every free of a live span's block that ntp_pool_free_own did not finish (its return 1):
+ * ntp_heap_free_span, then the count and the quota. 0 when done, -1 when the caller's full
+ * path must decide (it reports what is wrong). */
+int ntp_pool_free_span(ntp_span_t *s, void *p, uint32_t idx, uint32_t expect);
 
-/* The inline half of a free: a block of the calling thread's spans, freed and counted. 0 when
- * done; 1 when p is a live block of another thread's span (*rs, *ridx, *rlab: call
- * ntp_pool_free_remote, best as a tail call); -1 when the caller must take its full path (a
- * bad address, a wrong tag, a big block of the table). Everything rare is one call at the
- * end. */
-NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint32_t *ridx,
-                                 uint32_t *rlab)
+/* The inline half of a free: a block of the calling thread's current span, freed into its bin
+ * and counted. 0 when done; 1 when anything else of a live span (call ntp_pool_free_span(*rs,
+ * p, *ridx, expect), best as a tail call); -1 when p is in no live span (the caller's full path
+ * reports it). The count is the last thing, and its rare case one call. */
+NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint32_t *ridx)
 {
-    ntpool_block_info_t bi;
-    ntp_span_t *event;
-    int r = ntp_heap_free_core(p, expect, &bi, &event);
-    if (ntp_unlikely(r != 0)) {
-        *rs = event;
-        *ridx = bi.index;
-        *rlab = bi.label;
+    uint32_t label, size;
+    unsigned kind;
+    int r = ntp_heap_free_bin(p, expect, rs, ridx, &label, &size, &kind);
+    if (ntp_unlikely(r != 0))
         return r;
-    }
 #if NTPOOL_ACCOUNTING
-    ntp_tagent_t *e = ntp_tags_find(bi.label & NTPOOL_LABEL_ID, bi.kind);
-    if (ntp_likely(e != NULL)) {
+    /* The label has no flag bit here, so it equals the key's low half of a live entry of its
+     * tag only (tags.h). */
+    ntp_tagent_t *e = ntp_self.last_tag[kind];
+    if (ntp_likely((uint32_t)ntp_load(&e->key) == label)) {
         ntp_bump(&e->frees, 1);
-        ntp_bump(&e->fbytes, (uint64_t)bi.size);
+        ntp_bump(&e->fbytes, size);
+    } else {
+        ntp_pool_count_free(label, size, kind);
     }
-    if (ntp_unlikely(e == NULL || event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
-        ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, e != NULL);
 #else
-    if (ntp_unlikely(event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
-        ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, 1);
+    (void)label, (void)size, (void)kind;
 #endif
     return 0;
 }
 
-/* ntp_pool_free_own with another thread's block freed too: 0 when done, -1 otherwise. */
+/* ntp_pool_free_own with everything else of a live span freed too: 0 when done, -1 otherwise. */
 NTP_INLINE int ntp_pool_free_fast(void *p, uint32_t expect)
 {
     ntp_span_t *s;
-    uint32_t idx, lab;
-    int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
+    uint32_t idx;
+    int r = ntp_pool_free_own(p, expect, &s, &idx);
     if (ntp_likely(r == 0))
         return 0;
-    return r > 0 ? ntp_pool_free_remote(s, idx, lab) : -1;
+    return r > 0 ? ntp_pool_free_span(s, p, idx, expect) : -1;
 }
 
 /* Free and account. expect = 0 accepts any tag. With found set, bi is what
