@@ -16,15 +16,10 @@
 
 #include "internal.h"
 
-NTP_INLINE unsigned ntp_small_index(const ntp_span_t *s, uintptr_t off)
-{
-    uint32_t w = (uint32_t)(((uint64_t)(off & (NTP_PAGE_SIZE - 1)) * s->magic) >> 32);
-    return (unsigned)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
-}
-
-/* Pop a block of class `cls`, or NULL when the current span has none ready (then call
- * ntpool_heap_alloc). Fills out->size, and out->fresh when asked. */
-NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label, int want_fresh,
+/* Pop a block of class `cls` from the calling thread's bin, or NULL when the bin is empty (or
+ * its top block was written after its free): then call ntp_heap_alloc_cur. Fills out->size;
+ * a bin's block is never known to read as zero (out->fresh is left alone). */
+NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label,
                                         ntpool_block_info_t *out)
 {
     ntp_theap_t *h = ntp_self.heap;
@@ -33,40 +28,23 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
      * (five instructions) instead of using bin with an offset. */
     __asm__("" : "+r"(bin));
     size_t n = bin->n;
-    if (ntp_likely(n != 0)) {
-        void **top = &bin->blk[n - 1]; /* its label's address is NTP_BIN_CAP entries on */
-        void *p = *top;
-        if (ntp_unlikely(*(uint64_t *)p != bin->cookie))
-            return NULL; /* written after its free: the slow path reports it */
-        ntp_store((_Atomic uint32_t *)top[NTP_BIN_CAP], label);
-        bin->n = (uint16_t)(n - 1);
-        out->size = bin->size;
-        if (want_fresh)
-            out->fresh = 0;
-        return p;
-    }
-    ntp_span_t *s = h->cur[kind][cls];
-    ntp_block_t *b = s->free;
-    if (ntp_unlikely(b == NULL))
+    if (ntp_unlikely(n == 0))
         return NULL;
-    uintptr_t nx = b->next ^ s->key;
-    if (ntp_unlikely(nx - s->base >= s->len) && nx != 0)
-        return NULL; /* damaged list: the slow path reports it */
-    unsigned idx = ntp_likely(s->shape == NTP_SHAPE_SMALL)
-                       ? ntp_small_index(s, (uintptr_t)b - s->base)
-                       : (unsigned)((((uint64_t)((uintptr_t)b - s->base) >> NTP_PAGE_SHIFT) *
-                                     s->magic) >> 32);
-    if (ntp_unlikely(ntp_load(&s->labels[idx]) != 0))
-        return NULL; /* a free-listed block that is allocated: the slow path reports it */
-    ntp_store(&s->labels[idx], label);
-    b->next = 0; /* no allocator pointer in the caller's memory; fresh blocks read as zero */
-    s->free = (ntp_block_t *)nx;
-    s->used++;
-    out->size = s->bsize;
-    if (want_fresh)
-        out->fresh = (ntp_load(&s->state) & NTP_STATE_FRESH) != 0;
-    return b;
+    void **top = &bin->blk[n - 1]; /* its label's address is NTP_BIN_CAP entries on */
+    void *p = *top;
+    if (ntp_unlikely(*(uint64_t *)p != bin->cookie))
+        return NULL; /* written after its free: the slow path reports it */
+    ntp_store((_Atomic uint32_t *)top[NTP_BIN_CAP], label);
+    bin->n = (uint16_t)(n - 1);
+    out->size = bin->size;
+    return p;
 }
+
+/* The rest of the fast allocation, out of line: the bin, else the current span's free list,
+ * which refills the bin when its blocks are used ones (several per call), or gives one block
+ * when they are fresh (then out->fresh says so, when the span knows them zero). NULL when the
+ * current span has no block ready: then ntpool_heap_alloc. */
+void *ntp_heap_alloc_cur(unsigned kind, unsigned cls, uint32_t label, ntpool_block_info_t *out);
 
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
 int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab);
@@ -141,17 +119,24 @@ int ntp_heap_free_span(ntp_span_t *s, void *p, uint32_t idx, uint32_t expect,
 NTP_INLINE int ntp_heap_free_bin(void *p, uint32_t expect, ntp_span_t **rs, uint32_t *ridx,
                                  uint32_t *label, uint32_t *size, unsigned *kind)
 {
-    ntp_span_t *s = ntp_heap_span_at(p);
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t cell = a >> NTP_SEG_SHIFT; /* past the map exactly when a >> NTP_VA_BITS != 0 */
+    if (ntp_unlikely(cell >= NTP_SEGMAP_SIZE || ntp_load(&ntp_segmap[cell]) != NTP_SEGMAP_SEG))
+        return -1;
+    ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
+    unsigned slice = (unsigned)(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1);
+    ntp_span_t *s = ntp_load(&seg->slice_span[slice]);
     if (ntp_unlikely(s == NULL))
         return -1;
     *rs = s;
     *ridx = NTP_NO_INDEX;
     ntp_theap_t *h = ntp_self.heap;
     /* Another span's binoff names a bin with no room (and another thread's span is checked
-     * first: its binoff is an offset in that thread's heap, not ours). */
+     * first: its binoff is an offset in that thread's heap, not ours). The slice's copy of
+     * binoff comes with the span pointer, not after it. */
     if (ntp_unlikely(ntp_load(&s->owner) != h))
         return 1;
-    ntp_bin_t *bin = (ntp_bin_t *)((char *)h + s->binoff);
+    ntp_bin_t *bin = (ntp_bin_t *)((char *)h + ntp_load(&seg->slice_binoff[slice]));
     uint32_t n = bin->n;
     uint32_t idx;
     if (ntp_unlikely(n >= bin->cap || !ntp_span_small_start(s, p, &idx)))

@@ -148,6 +148,10 @@ typedef struct ntp_segment {
     uint64_t dirty_since_ms;
     struct ntp_segment *next, *prev; /* kind's list */
     _Atomic(ntp_span_t *) slice_span[NTP_SLICES]; /* owning span, NULL when free */
+    /* The owning span's binoff, for each of its slices: a free loads it beside the span
+     * pointer instead of from the span, one load less on the way to the bin. Written by the
+     * span's owner with binoff (state_set), read only by a free that found itself the owner. */
+    _Atomic uint32_t slice_binoff[NTP_SLICES];
     ntp_span_t span[NTP_SLICES];                  /* descriptor of a span starting at slice i */
 } ntp_segment_t;
 

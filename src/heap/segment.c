@@ -257,8 +257,10 @@ static void span_setup(ntp_segment_t *seg, unsigned first, unsigned n, unsigned 
     s->base = seg_base(seg) + ((uintptr_t)first << NTP_SLICE_SHIFT);
     s->len = (uintptr_t)n << NTP_SLICE_SHIFT;
     s->dirty = (seg->dirty_mask & slice_bits(first, n)) != 0;
-    for (unsigned i = first; i < first + n; i++)
+    for (unsigned i = first; i < first + n; i++) {
+        ntp_store(&seg->slice_binoff[i], NTP_NOBIN_OFF);
         ntp_store(&seg->slice_span[i], s);
+    }
 }
 
 ntp_span_t *ntp_span_carve(unsigned kind, unsigned nslices)

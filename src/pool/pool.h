@@ -47,13 +47,15 @@ NTP_INLINE int ntp_pool_admit_fast(unsigned kind, unsigned level)
     return (ntp_load(&ntpool_heap_closed[kind]) & ((1u << level) | NTPOOL_HEAP_GATE)) == 0;
 }
 
-/* The inline half of an allocation: admission, a block from the thread's current span, and
- * the tag counted. NULL when anything is unusual: the span has no block ready, the size needs
- * the slow path (huge), the gate is shut (the Verifier is on), or this thread has not used the
- * tag with this kind before (the slow path validates the tag then; see ntp_tags_find). Then
- * call ntp_pool_alloc_slow, or the caller's full path. */
-NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label, unsigned level,
-                                     int want_fresh, ntpool_block_info_t *bi)
+/* The inline half of an allocation: admission, a block from the thread's bin of the class
+ * (deep = 0), or from the bin and then the current span (deep = 1: one call, ntp_heap_alloc_cur),
+ * and the tag counted. NULL when anything is unusual: no block ready, the size needs the slow
+ * path (huge), the gate is shut (the Verifier is on), or this thread has not used the tag with
+ * this kind lately (the slow path validates the tag then; see ntp_tags_find). Then call
+ * ntp_pool_alloc_slow, or the caller's full path. bi->size is filled; bi->fresh is set only
+ * when the block is known to read as zero, so callers that want it clear it first. */
+NTP_INLINE void *ntp_pool_alloc_at(unsigned kind, size_t size, uint32_t label, unsigned level,
+                                   int deep, ntpool_block_info_t *bi)
 {
     unsigned cls;
     if (ntp_likely(size <= NTPOOL_SMALL_MAX))
@@ -65,16 +67,25 @@ NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label,
     if (ntp_unlikely(!ntp_pool_admit_fast(kind, level)))
         return NULL;
 #if NTPOOL_ACCOUNTING
-    ntp_tagent_t *e = ntp_tags_find(label & NTPOOL_LABEL_ID, kind);
+    /* The inline try looks at the thread's last entry only; the deep one hashes too. */
+    ntp_tagent_t *e = deep ? ntp_tags_find(label & NTPOOL_LABEL_ID, kind)
+                           : ntp_tags_cached(label & NTPOOL_LABEL_ID, kind);
     if (ntp_unlikely(e == NULL))
         return NULL;
-    void *p = ntpool_heap_alloc_fast(kind, cls, label, want_fresh, bi);
+#endif
+    void *p = deep ? ntp_heap_alloc_cur(kind, cls, label, bi)
+                   : ntpool_heap_alloc_fast(kind, cls, label, bi);
+#if NTPOOL_ACCOUNTING
     if (ntp_likely(p != NULL))
         ntp_tags_add_alloc(e, (int64_t)bi->size);
-    return p;
-#else
-    return ntpool_heap_alloc_fast(kind, cls, label, want_fresh, bi);
 #endif
+    return p;
+}
+
+NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label, unsigned level,
+                                     ntpool_block_info_t *bi)
+{
+    return ntp_pool_alloc_at(kind, size, label, level, 0, bi);
 }
 
 /* Everything: admission, any size and alignment, refill from the engine, accounting. */
