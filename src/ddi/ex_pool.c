@@ -426,13 +426,16 @@ NTP_NOINLINE static void *pool2_slow(POOL_FLAGS flags, SIZE_T n, ULONG tag, cons
 #define POOL2_FAST_FLAGS \
     (KIND_FLAGS | POOL_FLAG_UNINITIALIZED | POOL_FLAG_RAISE_ON_FAILURE | POOL_FLAG_SESSION | \
      POOL_FLAG_RESERVED2 | POOL_FLAG_RESERVED3)
-/* Kind by flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED); 3 = not exactly one. */
-static const uint8_t pool2_kind[8] = {3, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, 3, NTPOOL_KIND_PAGED, 3, 3, 3};
+/* Kind by flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED); not exactly one maps to the
+ * kind whose admission is always refused (the fast path then tests nothing else for it). */
+#define KR NTPOOL_KIND_REFUSED
+static const uint8_t pool2_kind[8] = {KR, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, KR, NTPOOL_KIND_PAGED, KR, KR, KR};
+#undef KR
 
 NTP_INLINE void *pool2_try(POOL_FLAGS flags, SIZE_T n, ULONG tag, int deep)
 {
-    unsigned kind = pool2_kind[(flags >> 6) & 7];
-    if (ntp_unlikely((flags & ~POOL2_FAST_FLAGS) != 0 || kind >= NTPOOL_KINDS))
+    unsigned kind = pool2_kind[(flags >> 6) & 7]; /* NTPOOL_KIND_REFUSED: ex_fast refuses it */
+    if (ntp_unlikely((flags & ~POOL2_FAST_FLAGS) != 0))
         return NULL;
     return ex_fast(kind, n, tag & NTPOOL_LABEL_ID, NTPOOL_PRIO_NORMAL, !(flags & POOL_FLAG_UNINITIALIZED), deep);
 }

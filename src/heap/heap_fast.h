@@ -16,17 +16,11 @@
 
 #include "internal.h"
 
-/* Pop a block of class `cls` from the calling thread's bin, or NULL when the bin is empty (or
- * its top block was written after its free): then call ntp_heap_alloc_cur. Fills out->size;
- * a bin's block is never known to read as zero (out->fresh is left alone). */
-NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label,
-                                        ntpool_block_info_t *out)
+/* Pop the top block of a bin of the calling thread's, or NULL when the bin is empty (or its
+ * top block was written after its free): then call ntp_heap_alloc_cur. Fills out->size; a
+ * bin's block is never known to read as zero (out->fresh is left alone). */
+NTP_INLINE void *ntp_bin_pop(ntp_bin_t *bin, uint32_t label, ntpool_block_info_t *out)
 {
-    ntp_theap_t *h = ntp_self.heap;
-    ntp_bin_t *bin = &h->bin[kind][cls];
-    /* Opaque from here: gcc would otherwise rebuild every bin address from h and the indexes
-     * (five instructions) instead of using bin with an offset. */
-    __asm__("" : "+r"(bin));
     size_t n = bin->n;
     if (ntp_unlikely(n == 0))
         return NULL;
@@ -38,6 +32,26 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
     bin->n = (uint16_t)(n - 1);
     out->size = bin->size;
     return p;
+}
+
+/* ntp_bin_pop of the bin of (kind, cls). */
+NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label,
+                                        ntpool_block_info_t *out)
+{
+    ntp_bin_t *bin = &ntp_self.heap->bin[kind][cls];
+    /* Opaque from here: gcc would otherwise rebuild every bin address from h and the indexes
+     * (five instructions) instead of using bin with an offset. */
+    __asm__("" : "+r"(bin));
+    return ntp_bin_pop(bin, label, out);
+}
+
+/* ntp_bin_pop of the bin for a small request of `size` bytes (size <= NTPOOL_SMALL_MAX). */
+NTP_INLINE void *ntpool_heap_alloc_small(unsigned kind, size_t size, uint32_t label,
+                                         ntpool_block_info_t *out)
+{
+    ntp_bin_t *bin = (ntp_bin_t *)((char *)&ntp_self.heap->nobin +
+                                   ntp_bin_of_small[kind][(size + 15) >> 4]);
+    return ntp_bin_pop(bin, label, out);
 }
 
 /* The rest of the fast allocation, out of line: the bin, else the current span's free list,

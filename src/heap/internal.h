@@ -204,6 +204,11 @@ typedef struct ntp_theap {
 } ntp_theap_t;
 
 #define NTP_NOBIN_OFF ((uint32_t)offsetof(ntp_theap_t, nobin))
+
+/* Where a small request's bin is, relative to the heap's nobin, by kind and (size + 15) >> 4:
+ * the inline allocation finds its bin with one load, no class number. Filled with the size
+ * classes (ntp_classes_init); until then every entry is 0, nobin itself, which is empty. */
+extern int32_t ntp_bin_of_small[NTPOOL_KINDS][256];
 NTP_INLINE uint32_t ntp_bin_off(unsigned kind, unsigned cls)
 {
     return (uint32_t)(offsetof(ntp_theap_t, bin) +

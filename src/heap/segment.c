@@ -40,7 +40,7 @@ static void segmap_set(uintptr_t base, size_t size, uint8_t first, uint8_t rest)
 
 /* Read by every allocation, written by slow paths: on lines of their own. */
 _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS] NTP_ALIGNED(64);
-_Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS] NTP_ALIGNED(64);
+_Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS + 1] NTP_ALIGNED(64) = {[NTPOOL_KIND_REFUSED] = NTPOOL_HEAP_GATE};
 
 /* Recompute the closed bits of budget b from its committed bytes. Racing refreshes may store
  * a stale value; whoever stores last re-checks that nothing changed meanwhile. */

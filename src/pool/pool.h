@@ -57,13 +57,18 @@ NTP_INLINE int ntp_pool_admit_fast(unsigned kind, unsigned level)
 NTP_INLINE void *ntp_pool_alloc_at(unsigned kind, size_t size, uint32_t label, unsigned level,
                                    int deep, ntpool_block_info_t *bi)
 {
-    unsigned cls;
-    if (ntp_likely(size <= NTPOOL_SMALL_MAX))
-        cls = ntp_class_of_small[(size + 15) >> 4];
-    else if (size <= NTP_BIG_MAX)
-        cls = NTP_SMALL_CLASSES + (unsigned)((size - 1) >> NTP_PAGE_SHIFT);
-    else
-        return NULL;
+    unsigned cls = 0;
+    if (deep) {
+        if (ntp_likely(size <= NTPOOL_SMALL_MAX))
+            cls = ntp_class_of_small[(size + 15) >> 4];
+        else if (size <= NTP_BIG_MAX)
+            cls = NTP_SMALL_CLASSES + (unsigned)((size - 1) >> NTP_PAGE_SHIFT);
+        else
+            return NULL;
+    } else if (ntp_unlikely(size > NTPOOL_SMALL_MAX)) {
+        return NULL; /* big classes have no bin */
+    }
+    /* kind may be NTPOOL_KIND_REFUSED: refused here. */
     if (ntp_unlikely(!ntp_pool_admit_fast(kind, level)))
         return NULL;
 #if NTPOOL_ACCOUNTING
@@ -74,7 +79,7 @@ NTP_INLINE void *ntp_pool_alloc_at(unsigned kind, size_t size, uint32_t label, u
         return NULL;
 #endif
     void *p = deep ? ntp_heap_alloc_cur(kind, cls, label, bi)
-                   : ntpool_heap_alloc_fast(kind, cls, label, bi);
+                   : ntpool_heap_alloc_small(kind, size, label, bi);
 #if NTPOOL_ACCOUNTING
     if (ntp_likely(p != NULL))
         ntp_tags_add_alloc(e, (int64_t)bi->size);
