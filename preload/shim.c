@@ -202,7 +202,7 @@ void *ntp_shim_pool_alloc(size_t sz, size_t align, uint32_t tag, int zero, ntpoo
     void *p;
     bi->fresh = 0;
     if (align <= 16) {
-        p = ntp_pool_alloc_at(NTP_SHIM_KIND, sz, tag, NTP_SHIM_LEVEL, 1, bi);
+        p = ntp_pool_alloc_fast(NTP_SHIM_KIND, sz, tag, NTP_SHIM_LEVEL, zero, bi);
         if (p == NULL)
             p = ntp_pool_alloc_slow(NTP_SHIM_KIND, sz, tag, 0, NTP_SHIM_LEVEL, bi);
     } else if (align <= ((size_t)1 << NTPOOL_ALIGN_MAX_LOG2)) {
@@ -389,7 +389,7 @@ NTP_SHIM_EXPORT void *calloc(size_t count, size_t size)
     if (ntp_likely(ntp_load_acq(&ntp_shim_fast))) { /* the Verifier shuts the fast path's gate */
         ntpool_block_info_t bi;
         bi.fresh = 0;
-        void *p = ntp_pool_alloc_fast(NTP_SHIM_KIND, n, ntp_shim_tag_of(caller), NTP_SHIM_LEVEL, &bi);
+        void *p = ntp_pool_alloc_fast(NTP_SHIM_KIND, n, ntp_shim_tag_of(caller), NTP_SHIM_LEVEL, 1, &bi);
         if (ntp_likely(p != NULL)) {
             if (!bi.fresh)
                 memset(p, 0, n);

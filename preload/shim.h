@@ -60,13 +60,13 @@ NTP_INLINE uint32_t ntp_shim_tag_of(const void *caller)
 }
 
 /* The inline half of malloc: a block from the calling thread's current span, or NULL. With the
- * Verifier on, every call takes the full path (as the Ex routines do): ntp_pool_alloc_at's
+ * Verifier on, every call takes the full path (as the Ex routines do): ntp_pool_alloc_fast's
  * admission test refuses. */
 NTP_INLINE void *ntp_shim_alloc_inline(size_t n, const void *caller)
 {
     if (ntp_likely(ntp_load_acq(&ntp_shim_fast))) {
         ntpool_block_info_t bi;
-        return ntp_pool_alloc_fast(NTP_SHIM_KIND, n, ntp_shim_tag_of(caller), NTP_SHIM_LEVEL, &bi);
+        return ntp_pool_alloc_fast(NTP_SHIM_KIND, n, ntp_shim_tag_of(caller), NTP_SHIM_LEVEL, 0, &bi);
     }
     return NULL;
 }

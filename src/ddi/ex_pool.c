@@ -200,9 +200,8 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
             break;
         }
     }
-    bi.fresh = 0;
     if (r->hflags == 0)
-        p = ntp_pool_alloc_at(r->kind, sz, r->label, r->level, 1, &bi);
+        p = ntp_pool_alloc_fast(r->kind, sz, r->label, r->level, 1, &bi);
     if (p == NULL)
         p = ntp_pool_alloc_slow(r->kind, sz, r->label, r->hflags, r->level, &bi);
     if (p == NULL) {
@@ -221,14 +220,12 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
     return p;
 }
 
-/* The common case, inlined into each entry point: a small or big block from the calling
- * thread's bin of its class (deep = 0), or from the bin and then the class's current span
- * (deep = 1: each entry point's second try, out of line), at an IRQL no pool minds, with a
- * plain tag. NULL means "take the next path", the last of which repeats every check and
- * reports what is wrong. Assumes: no quota, no cache alignment. */
-NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, int zero, int deep)
+/* The common case, inlined into each entry point: a small or big block of the thread's current
+ * span, at an IRQL no pool minds, with a plain tag. NULL means "take the full path", which
+ * repeats every check and reports what is wrong. Assumes: no quota, no cache alignment. */
+NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, int zero)
 {
-    /* With the Verifier on every call takes the full path: ntp_pool_alloc_at's admission
+    /* With the Verifier on every call takes the full path: ntp_pool_alloc_fast's admission
      * test says so (the gate bit). */
     if (ntp_unlikely(ntp_self.irql > APC_LEVEL))
         return NULL;
@@ -239,7 +236,7 @@ NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, 
 #endif
     ntpool_block_info_t bi;
     bi.fresh = 0;
-    void *p = ntp_pool_alloc_at(kind, n, tag, level, deep, &bi);
+    void *p = ntp_pool_alloc_fast(kind, n, tag, level, zero, &bi);
     if (ntp_likely(p != NULL) && zero && !bi.fresh) /* a tail call: nothing to save around it */
         return memset(p, 0, n <= NTPOOL_SMALL_MAX ? NTP_ALIGN_UP(n, 16) : n);
     return p;
@@ -274,41 +271,26 @@ NTP_NOINLINE static void *legacy_slow(POOL_TYPE type, size_t n, ULONG tag, unsig
 /* Legacy types that need nothing but a kind: paged, NX, zero, cold and session bits. */
 #define LEGACY_FAST_BITS (1u | (unsigned)NonPagedPoolNx | POOL_ZERO_ALLOCATION | POOL_COLD_ALLOCATION | 0x20u)
 
-NTP_INLINE void *legacy_try(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int deep)
+NTP_INLINE void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int quota, const void *caller)
 {
     unsigned t = (unsigned)type;
-    if (ntp_unlikely((t & ~LEGACY_FAST_BITS) != 0))
-        return NULL;
-    unsigned kind = (t & 1) ? NTPOOL_KIND_PAGED : (t & NonPagedPoolNx) ? NTPOOL_KIND_NX : NTPOOL_KIND_EXEC;
-    return ex_fast(kind, n, tag & NTPOOL_LABEL_ID, level, (t & POOL_ZERO_ALLOCATION) != 0, deep);
-}
-
-/* A legacy call the bin could not serve: the current span, then the full path. */
-NTP_NOINLINE static void *legacy_next(POOL_TYPE type, size_t n, ULONG tag, unsigned level,
-                                      const void *caller)
-{
-    void *p = legacy_try(type, n, tag, level, 1);
-    if (ntp_likely(p != NULL))
-        return p;
-    return legacy_slow(type, n, tag, level, NTP_VF_PLACE_DEFAULT, 0, caller);
-}
-
-NTP_INLINE void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, const void *caller)
-{
-    void *p = legacy_try(type, n, tag, level, 0);
-    if (ntp_likely(p != NULL))
-        return p;
-    return legacy_next(type, n, tag, level, caller);
+    if (ntp_likely((t & ~LEGACY_FAST_BITS) == 0 && !quota)) {
+        unsigned kind = (t & 1) ? NTPOOL_KIND_PAGED : (t & NonPagedPoolNx) ? NTPOOL_KIND_NX : NTPOOL_KIND_EXEC;
+        void *p = ex_fast(kind, n, tag & NTPOOL_LABEL_ID, level, (t & POOL_ZERO_ALLOCATION) != 0);
+        if (ntp_likely(p != NULL))
+            return p;
+    }
+    return legacy_slow(type, n, tag, level, NTP_VF_PLACE_DEFAULT, quota, caller);
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithTag(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, __builtin_return_address(0));
+    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePool(POOL_TYPE type, SIZE_T n)
 {
-    return legacy(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, __builtin_return_address(0));
+    return legacy(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
 }
 
 /* The priority routines: a special-pool placement request always takes the full path. */
@@ -317,7 +299,7 @@ NTP_INLINE void *with_priority(POOL_TYPE type, size_t n, ULONG tag, EX_POOL_PRIO
 {
     if (ntp_unlikely(placement_of(prio) != NTP_VF_PLACE_DEFAULT))
         return legacy_slow(type, n, tag, level_of(prio), placement_of(prio), 0, caller);
-    return legacy(type, n, tag, level_of(prio), caller);
+    return legacy(type, n, tag, level_of(prio), 0, caller);
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithTagPriority(POOL_TYPE type, SIZE_T n, ULONG tag,
@@ -338,13 +320,13 @@ NTPOOL_API PVOID ExAllocatePoolWithQuota(POOL_TYPE type, SIZE_T n)
 
 NTPOOL_API PVOID ExAllocatePoolZero(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL,
+    return legacy((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL, 0,
                   __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, __builtin_return_address(0));
+    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
 }
 
 NTPOOL_API PVOID ExAllocatePoolQuotaZero(POOL_TYPE type, SIZE_T n, ULONG tag)
@@ -426,35 +408,18 @@ NTP_NOINLINE static void *pool2_slow(POOL_FLAGS flags, SIZE_T n, ULONG tag, cons
 #define POOL2_FAST_FLAGS \
     (KIND_FLAGS | POOL_FLAG_UNINITIALIZED | POOL_FLAG_RAISE_ON_FAILURE | POOL_FLAG_SESSION | \
      POOL_FLAG_RESERVED2 | POOL_FLAG_RESERVED3)
-/* Kind by flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED); not exactly one maps to the
- * kind whose admission is always refused (the fast path then tests nothing else for it). */
-#define KR NTPOOL_KIND_REFUSED
-static const uint8_t pool2_kind[8] = {KR, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, KR, NTPOOL_KIND_PAGED, KR, KR, KR};
-#undef KR
-
-NTP_INLINE void *pool2_try(POOL_FLAGS flags, SIZE_T n, ULONG tag, int deep)
-{
-    unsigned kind = pool2_kind[(flags >> 6) & 7]; /* NTPOOL_KIND_REFUSED: ex_fast refuses it */
-    if (ntp_unlikely((flags & ~POOL2_FAST_FLAGS) != 0))
-        return NULL;
-    return ex_fast(kind, n, tag & NTPOOL_LABEL_ID, NTPOOL_PRIO_NORMAL, !(flags & POOL_FLAG_UNINITIALIZED), deep);
-}
-
-/* A request the bin could not serve: the current span, then the full path. */
-NTP_NOINLINE static void *pool2_next(POOL_FLAGS flags, SIZE_T n, ULONG tag, const void *caller)
-{
-    void *p = pool2_try(flags, n, tag, 1);
-    if (ntp_likely(p != NULL))
-        return p;
-    return pool2_slow(flags, n, tag, caller);
-}
+/* Kind by flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED); 3 = not exactly one. */
+static const uint8_t pool2_kind[8] = {3, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, 3, NTPOOL_KIND_PAGED, 3, 3, 3};
 
 NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
 {
-    void *p = pool2_try(flags, n, tag, 0);
-    if (ntp_likely(p != NULL))
-        return p;
-    return pool2_next(flags, n, tag, __builtin_return_address(0));
+    unsigned kind = pool2_kind[(flags >> 6) & 7];
+    if (ntp_likely((flags & ~POOL2_FAST_FLAGS) == 0 && kind < NTPOOL_KINDS)) {
+        void *p = ex_fast(kind, n, tag & NTPOOL_LABEL_ID, NTPOOL_PRIO_NORMAL, !(flags & POOL_FLAG_UNINITIALIZED));
+        if (ntp_likely(p != NULL))
+            return p;
+    }
+    return pool2_slow(flags, n, tag, __builtin_return_address(0));
 }
 
 /* Apply extended parameters (spec 1.7). 0 when a required one is unknown or unusable. */
@@ -586,13 +551,12 @@ NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
     bad_free(p, expect, r, &bi, &in);
 }
 
-/* Any other free of a live span's block (another thread's, a big block, a quota charge, a full
- * bin): done by the pool, or, when it cannot (a racing free got there first, a bad address),
- * reported by the full path. */
-NTP_NOINLINE static void ex_free_span(ntp_span_t *s, void *p, uint32_t idx, uint32_t expect,
-                                      const void *caller)
+/* Another thread's block, found by the inline free: claimed and counted, or, when a racing
+ * free got there first, the full path reports it. */
+NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab, void *p,
+                                        uint32_t expect, const void *caller)
 {
-    if (ntp_pool_free_span(s, p, idx, expect) != 0)
+    if (ntp_pool_free_remote(s, idx, lab) != 0)
         ntp_ex_free_slow(p, expect, caller);
 }
 
@@ -600,12 +564,12 @@ NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
     if (ntp_likely(ntp_self.irql <= APC_LEVEL && !ntp_vf_on())) {
         ntp_span_t *s;
-        uint32_t idx;
-        int r = ntp_pool_free_own(p, expect, &s, &idx);
+        uint32_t idx, lab;
+        int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
         if (ntp_likely(r == 0))
             return;
         if (r > 0) {
-            ex_free_span(s, p, idx, expect, caller);
+            ex_free_remote(s, idx, lab, p, expect, caller);
             return;
         }
     }

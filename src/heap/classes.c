@@ -37,7 +37,6 @@ const uint8_t ntp_class_of_small[256] = {
      38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38,  38, 255,
 };
 ntp_class_info_t ntp_classes[NTP_CLASSES];
-int32_t ntp_bin_of_small[NTPOOL_KINDS][256];
 
 static const uint16_t page_fitted[] = {576, 672, 816, 1024, 1360, 2048, NTPOOL_SMALL_MAX};
 
@@ -63,13 +62,6 @@ void ntp_classes_init(void)
         unsigned pages = (16 + ci->per_page - 1) / ci->per_page;
         ci->ext = (uint8_t)NTP_MIN(pages, 16u);
     }
-    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-        for (unsigned i = 0; i < 256; i++) {
-            unsigned cls = ntp_class_of_small[i];
-            ntp_bin_of_small[k][i] = cls < NTP_SMALL_CLASSES
-                                         ? (int32_t)ntp_bin_off(k, cls) - (int32_t)NTP_NOBIN_OFF
-                                         : 0;
-        }
     for (unsigned p = 1; p <= NTP_BIG_CLASSES; p++) {
         ntp_class_info_t *ci = &ntp_classes[NTP_SMALL_CLASSES + p - 1];
         ci->size = p * NTP_PAGE_SIZE;

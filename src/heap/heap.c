@@ -89,11 +89,9 @@ static void state_set(ntp_span_t *s, uint8_t set, uint8_t clear)
     ntp_store(&s->state, (uint8_t)((st & ~clear) | set));
     /* The frees of a current span's blocks may go to its class's bin; any other's may not
      * (a bin must never hold a span that could be released). */
-    if ((set | clear) & NTP_STATE_CUR) {
-        s->binoff = (set & NTP_STATE_CUR) ? ntp_bin_off(s->kind, s->cls) : NTP_NOBIN_OFF;
-        for (unsigned i = s->first_slice; i < (unsigned)s->first_slice + s->nslices; i++)
-            ntp_store(&s->seg->slice_binoff[i], s->binoff);
-    }
+    if ((set | clear) & NTP_STATE_CUR)
+        s->binoff = (set & NTP_STATE_CUR) ? ntp_bin_off(s->kind, s->cls)
+                                          : NTP_NOBIN_OFF;
 }
 
 /* ---- init --------------------------------------------------------------------------------- */
@@ -360,11 +358,10 @@ static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
     s->binoff = NTP_NOBIN_OFF; /* until it is made current */
     s->bsize = ci->size;
     s->magic = ci->magic;
+    s->divisor = UINT64_MAX / ci->size + 1;
     s->per_page = ci->per_page;
     s->reserved = ci->reserved;
     s->shape = cls < NTP_SMALL_CLASSES ? NTP_SHAPE_SMALL : NTP_SHAPE_BIG;
-    /* 0 for big blocks: ntp_heap_span_of's test then always sends them to the full free. */
-    s->divisor = s->shape == NTP_SHAPE_SMALL ? UINT64_MAX / ci->size + 1 : 0;
     if (s->shape == NTP_SHAPE_BIG)
         s->len = (uintptr_t)ci->reserved * ci->size;
     s->key = ntp_rand(&h->rng) | 1;
@@ -577,8 +574,7 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
         return (void *)s->base;
     }
     for (;;) {
-        out->fresh = 0;
-        void *p = ntp_heap_alloc_cur(kind, cls, label, out);
+        void *p = ntpool_heap_alloc_fast(kind, cls, label, 1, out);
         if (p != NULL)
             return p;
         if (h->bin[kind][cls].n != 0) {
@@ -594,106 +590,24 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
     }
 }
 
-/* Pop the head of s's free list (s is the calling thread's), labelled. NULL when the list is
- * empty, or its head is damaged (a decoded link outside the span, a listed block that is
- * allocated): ntpool_heap_alloc's loop reports that. */
-static void *span_pop(ntp_span_t *s, uint32_t label, ntpool_block_info_t *out)
-{
-    ntp_block_t *b = s->free;
-    if (b == NULL)
-        return NULL;
-    uintptr_t nx = b->next ^ s->key;
-    if (nx - s->base >= s->len && nx != 0)
-        return NULL;
-    _Atomic uint32_t *lab = &s->labels[ntp_span_index(s, (uintptr_t)b)];
-    if (ntp_load(lab) != 0)
-        return NULL;
-    ntp_store(lab, label);
-    b->next = 0; /* no allocator pointer in the caller's memory; fresh blocks read as zero */
-    s->free = (ntp_block_t *)nx;
-    s->used++;
-    out->size = s->bsize;
-    out->fresh = (ntp_load(&s->state) & NTP_STATE_FRESH) != 0;
-    return b;
-}
-
-/* Move up to the bin's capacity of blocks from the head of s's free list (s is the current
- * span of the bin's class) into the empty bin, the list's head on top. Stops before a damaged
- * block, which the list keeps for span_pop to refuse. */
-static void bin_fill(ntp_bin_t *bin, ntp_span_t *s)
-{
-    uint32_t k = 0;
-    ntp_block_t *b;
-    while (k < bin->cap && (b = s->free) != NULL) {
-        uintptr_t nx = b->next ^ s->key;
-        if (nx - s->base >= s->len && nx != 0)
-            break;
-        _Atomic uint32_t *lab = &s->labels[ntp_span_index(s, (uintptr_t)b)];
-        if (ntp_load(lab) != 0)
-            break;
-        s->free = (ntp_block_t *)nx;
-        *(uint64_t *)b = bin->cookie;
-        bin->blk[k] = b;
-        bin->lab[k] = lab;
-        k++;
-    }
-    for (uint32_t i = 0, j = k; i + 1 < j; i++, j--) { /* the list's head last: handed out first */
-        void *tb = bin->blk[i];
-        _Atomic uint32_t *tl = bin->lab[i];
-        bin->blk[i] = bin->blk[j - 1];
-        bin->lab[i] = bin->lab[j - 1];
-        bin->blk[j - 1] = tb;
-        bin->lab[j - 1] = tl;
-    }
-    s->used += k; /* a span counts the blocks of its bin as in use */
-    bin->n = (uint16_t)k;
-}
-
-void *ntp_heap_alloc_cur(unsigned kind, unsigned cls, uint32_t label, ntpool_block_info_t *out)
-{
-    void *p = ntpool_heap_alloc_fast(kind, cls, label, out);
-    if (p != NULL)
-        return p;
-    ntp_theap_t *h = ntp_self.heap;
-    ntp_bin_t *bin = &h->bin[kind][cls];
-    if (bin->n != 0)
-        return NULL; /* its top block was written after its free */
-    ntp_span_t *s = h->cur[kind][cls];
-    /* Fresh blocks one at a time: the cookie would make them no longer read as zero. */
-    if (bin->cap != 0 && s->free != NULL && !(ntp_load(&s->state) & NTP_STATE_FRESH)) {
-        bin_fill(bin, s);
-        if (bin->n != 0)
-            return ntpool_heap_alloc_fast(kind, cls, label, out);
-    }
-    return span_pop(s, label, out);
-}
-
 /* ---- free --------------------------------------------------------------------------------- */
 
-/* Put the k oldest blocks of a bin (the bottom ones) back on its span's list: s, the current
- * span of the bin's class. */
-static void bin_spill(ntp_theap_t *h, ntp_bin_t *bin, ntp_span_t *s, uint32_t k)
+/* Put the blocks of h's bin of (kind, cls) back on the current span's list. */
+static void bin_flush(ntp_theap_t *h, unsigned kind, unsigned cls)
 {
-    for (uint32_t i = 0; i < k; i++) {
+    ntp_bin_t *bin = &h->bin[kind][cls];
+    if (bin->n == 0)
+        return;
+    ntp_span_t *s = h->cur[kind][cls]; /* a bin holds blocks of the current span only */
+    for (uint32_t i = 0; i < bin->n; i++) {
         ntp_block_t *b = bin->blk[i];
         b->next = (uintptr_t)s->free ^ s->key;
         s->free = b;
     }
-    uint32_t rest = bin->n - k;
-    memmove(&bin->blk[0], &bin->blk[k], rest * sizeof bin->blk[0]);
-    memmove(&bin->lab[0], &bin->lab[k], rest * sizeof bin->lab[0]);
-    s->used -= k;
-    bin->n = (uint16_t)rest;
+    s->used -= bin->n;
+    bin->n = 0;
     if (ntp_load(&s->state) & NTP_STATE_FRESH)
         ntp_span_event(h, s); /* its list now holds used blocks */
-}
-
-/* Put all the blocks of h's bin of (kind, cls) back on the current span's list. */
-static void bin_flush(ntp_theap_t *h, unsigned kind, unsigned cls)
-{
-    ntp_bin_t *bin = &h->bin[kind][cls];
-    if (bin->n != 0)
-        bin_spill(h, bin, h->cur[kind][cls], bin->n); /* a bin holds blocks of the current span only */
 }
 
 static void heap_flush_bins(ntp_theap_t *h)
@@ -814,48 +728,6 @@ int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab)
                                                  memory_order_acq_rel, memory_order_relaxed))
         return -1;
     remote_push(s, idx); /* the last touch of s */
-    return 0;
-}
-
-int ntp_heap_free_span(ntp_span_t *s, void *p, uint32_t idx, uint32_t expect,
-                       ntpool_block_info_t *info)
-{
-    if (idx == NTP_NO_INDEX && !ntp_span_small_start(s, p, &idx)) {
-        if (s->shape != NTP_SHAPE_BIG)
-            return -1; /* not a small block's start, or a huge block (the table's) */
-        uintptr_t off = (uintptr_t)p - s->base;
-        uint32_t pg = (uint32_t)(off >> NTP_PAGE_SHIFT);
-        idx = (uint32_t)(((uint64_t)pg * s->magic) >> 32);
-        if ((off & (NTP_PAGE_SIZE - 1)) != 0 || idx * s->per_page != pg)
-            return -1;
-    }
-    /* A block never carved has label 0 too: the full path tells the two apart. */
-    uint32_t lab = ntp_load(&s->labels[idx]);
-    /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits. */
-    if ((lab & NTPOOL_LABEL_ID) == 0 || (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0))
-        return -1;
-    info->label = lab;
-    info->index = idx;
-    info->size = s->bsize; /* before the block is handed over: then s may go */
-    info->kind = s->kind;
-    ntp_theap_t *h = ntp_self.heap;
-    if (ntp_load(&s->owner) != h)
-        return ntp_heap_free_remote(s, idx, lab);
-    ntp_store(&s->labels[idx], 0);
-    ntp_bin_t *bin = (ntp_bin_t *)((char *)h + s->binoff);
-    if (bin->cap != 0) { /* s is current: when its bin is full, half of it goes to the list */
-        if (bin->n == bin->cap)
-            bin_spill(h, bin, s, (bin->n + 1) / 2);
-        ntp_bin_push(bin, p, &s->labels[idx], bin->n);
-        return 0;
-    }
-    ntp_block_t *b = (ntp_block_t *)p;
-    b->next = (uintptr_t)s->free ^ s->key;
-    s->free = b;
-    uint32_t used = --s->used;
-    uint8_t st = ntp_load(&s->state);
-    if ((used == 0 && !(st & NTP_STATE_CUR)) || (st & (NTP_STATE_FULL | NTP_STATE_FRESH)))
-        ntp_span_event(h, s); /* may release the span */
     return 0;
 }
 

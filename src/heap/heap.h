@@ -120,10 +120,7 @@ extern _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS];
 /* Per kind, bit L set while its budget's committed bytes have reached limit[L]: requests at
  * level L are refused outright. Refreshed wherever committed bytes change (slow paths only), so
  * the fast path's admission is one byte test. */
-extern _Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS + 1];
-/* Entry NTPOOL_KINDS is the gate alone, always shut: a fast path that maps a request it cannot
- * take to that kind number is refused by the same one test, with no test of its own. */
-#define NTPOOL_KIND_REFUSED NTPOOL_KINDS
+extern _Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS];
 /* Bit 7 of every kind's byte, beside the level bits: set while every allocation must take its
  * full path (the Verifier is on), so that the fast path's one admission test covers that too. */
 #define NTPOOL_HEAP_GATE 0x80u

@@ -115,8 +115,7 @@ typedef struct ntp_span {
                                * class's while current, else NTP_NOBIN_OFF (set with CUR) */
     uint64_t divisor;         /* small: ceil(2^64 / bsize). For x < 2^32 one multiplication
                                * gives x / bsize (high half) and whether bsize divides x (low
-                               * half below divisor): a free checks and indexes with one mul.
-                               * 0 for big and huge spans: no offset is a small block's start */
+                               * half below divisor): a free checks and indexes with one mul */
     /* --- cache line 1: the owner's --- */
     _Alignas(64) ntp_block_t *free; /* blocks to hand out, the owner's frees pushed on top */
     uintptr_t key;            /* free-list encoding key */
@@ -148,10 +147,6 @@ typedef struct ntp_segment {
     uint64_t dirty_since_ms;
     struct ntp_segment *next, *prev; /* kind's list */
     _Atomic(ntp_span_t *) slice_span[NTP_SLICES]; /* owning span, NULL when free */
-    /* The owning span's binoff, for each of its slices: a free loads it beside the span
-     * pointer instead of from the span, one load less on the way to the bin. Written by the
-     * span's owner with binoff (state_set), read only by a free that found itself the owner. */
-    _Atomic uint32_t slice_binoff[NTP_SLICES];
     ntp_span_t span[NTP_SLICES];                  /* descriptor of a span starting at slice i */
 } ntp_segment_t;
 
@@ -204,11 +199,6 @@ typedef struct ntp_theap {
 } ntp_theap_t;
 
 #define NTP_NOBIN_OFF ((uint32_t)offsetof(ntp_theap_t, nobin))
-
-/* Where a small request's bin is, relative to the heap's nobin, by kind and (size + 15) >> 4:
- * the inline allocation finds its bin with one load, no class number. Filled with the size
- * classes (ntp_classes_init); until then every entry is 0, nobin itself, which is empty. */
-extern int32_t ntp_bin_of_small[NTPOOL_KINDS][256];
 NTP_INLINE uint32_t ntp_bin_off(unsigned kind, unsigned cls)
 {
     return (uint32_t)(offsetof(ntp_theap_t, bin) +

@@ -40,7 +40,7 @@ static void segmap_set(uintptr_t base, size_t size, uint8_t first, uint8_t rest)
 
 /* Read by every allocation, written by slow paths: on lines of their own. */
 _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS] NTP_ALIGNED(64);
-_Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS + 1] NTP_ALIGNED(64) = {[NTPOOL_KIND_REFUSED] = NTPOOL_HEAP_GATE};
+_Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS] NTP_ALIGNED(64);
 
 /* Recompute the closed bits of budget b from its committed bytes. Racing refreshes may store
  * a stale value; whoever stores last re-checks that nothing changed meanwhile. */
@@ -257,10 +257,8 @@ static void span_setup(ntp_segment_t *seg, unsigned first, unsigned n, unsigned 
     s->base = seg_base(seg) + ((uintptr_t)first << NTP_SLICE_SHIFT);
     s->len = (uintptr_t)n << NTP_SLICE_SHIFT;
     s->dirty = (seg->dirty_mask & slice_bits(first, n)) != 0;
-    for (unsigned i = first; i < first + n; i++) {
-        ntp_store(&seg->slice_binoff[i], NTP_NOBIN_OFF);
+    for (unsigned i = first; i < first + n; i++)
         ntp_store(&seg->slice_span[i], s);
-    }
 }
 
 ntp_span_t *ntp_span_carve(unsigned kind, unsigned nslices)

@@ -73,19 +73,25 @@ int ntp_pool_quota_charge(uint64_t bytes)
     return 1;
 }
 
-void ntp_pool_count_free(uint32_t label, uint32_t size, unsigned kind)
+void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsigned kind, int counted)
 {
-    ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
+    if (!counted)
+        ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
+    if (event != NULL)
+        ntp_span_event(ntp_self.heap, event); /* may release the span */
+    if (label & NTPOOL_LABEL_FLAG)
+        ntp_pool_quota_release(size);
 }
 
-int ntp_pool_free_span(ntp_span_t *s, void *p, uint32_t idx, uint32_t expect)
+int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label)
 {
-    ntpool_block_info_t bi;
-    if (ntp_heap_free_span(s, p, idx, expect, &bi) != 0)
+    size_t size = s->bsize; /* read before the block is handed over: then s may go */
+    unsigned kind = s->kind;
+    if (ntp_heap_free_remote(s, idx, label) != 0)
         return -1;
-    ntp_tags_count(bi.label & NTPOOL_LABEL_ID, bi.kind, 0, 1, -(int64_t)bi.size);
-    if (bi.label & NTPOOL_LABEL_FLAG)
-        ntp_pool_quota_release(bi.size);
+    ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
+    if (label & NTPOOL_LABEL_FLAG)
+        ntp_pool_quota_release(size);
     return 0;
 }
 

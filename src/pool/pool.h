@@ -47,101 +47,90 @@ NTP_INLINE int ntp_pool_admit_fast(unsigned kind, unsigned level)
     return (ntp_load(&ntpool_heap_closed[kind]) & ((1u << level) | NTPOOL_HEAP_GATE)) == 0;
 }
 
-/* The inline half of an allocation: admission, a block from the thread's bin of the class
- * (deep = 0), or from the bin and then the current span (deep = 1: one call, ntp_heap_alloc_cur),
- * and the tag counted. NULL when anything is unusual: no block ready, the size needs the slow
- * path (huge), the gate is shut (the Verifier is on), or this thread has not used the tag with
- * this kind lately (the slow path validates the tag then; see ntp_tags_find). Then call
- * ntp_pool_alloc_slow, or the caller's full path. bi->size is filled; bi->fresh is set only
- * when the block is known to read as zero, so callers that want it clear it first. */
-NTP_INLINE void *ntp_pool_alloc_at(unsigned kind, size_t size, uint32_t label, unsigned level,
-                                   int deep, ntpool_block_info_t *bi)
+/* The inline half of an allocation: admission, a block from the thread's current span, and
+ * the tag counted. NULL when anything is unusual: the span has no block ready, the size needs
+ * the slow path (huge), the gate is shut (the Verifier is on), or this thread has not used the
+ * tag with this kind before (the slow path validates the tag then; see ntp_tags_find). Then
+ * call ntp_pool_alloc_slow, or the caller's full path. */
+NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label, unsigned level,
+                                     int want_fresh, ntpool_block_info_t *bi)
 {
-    unsigned cls = 0;
-    if (deep) {
-        if (ntp_likely(size <= NTPOOL_SMALL_MAX))
-            cls = ntp_class_of_small[(size + 15) >> 4];
-        else if (size <= NTP_BIG_MAX)
-            cls = NTP_SMALL_CLASSES + (unsigned)((size - 1) >> NTP_PAGE_SHIFT);
-        else
-            return NULL;
-    } else if (ntp_unlikely(size > NTPOOL_SMALL_MAX)) {
-        return NULL; /* big classes have no bin */
-    }
-    /* kind may be NTPOOL_KIND_REFUSED: refused here. */
+    unsigned cls;
+    if (ntp_likely(size <= NTPOOL_SMALL_MAX))
+        cls = ntp_class_of_small[(size + 15) >> 4];
+    else if (size <= NTP_BIG_MAX)
+        cls = NTP_SMALL_CLASSES + (unsigned)((size - 1) >> NTP_PAGE_SHIFT);
+    else
+        return NULL;
     if (ntp_unlikely(!ntp_pool_admit_fast(kind, level)))
         return NULL;
 #if NTPOOL_ACCOUNTING
-    /* The inline try looks at the thread's last entry only; the deep one hashes too. */
-    ntp_tagent_t *e = deep ? ntp_tags_find(label & NTPOOL_LABEL_ID, kind)
-                           : ntp_tags_cached(label & NTPOOL_LABEL_ID, kind);
+    ntp_tagent_t *e = ntp_tags_find(label & NTPOOL_LABEL_ID, kind);
     if (ntp_unlikely(e == NULL))
         return NULL;
-#endif
-    void *p = deep ? ntp_heap_alloc_cur(kind, cls, label, bi)
-                   : ntpool_heap_alloc_small(kind, size, label, bi);
-#if NTPOOL_ACCOUNTING
+    void *p = ntpool_heap_alloc_fast(kind, cls, label, want_fresh, bi);
     if (ntp_likely(p != NULL))
         ntp_tags_add_alloc(e, (int64_t)bi->size);
-#endif
     return p;
-}
-
-NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label, unsigned level,
-                                     ntpool_block_info_t *bi)
-{
-    return ntp_pool_alloc_at(kind, size, label, level, 0, bi);
+#else
+    return ntpool_heap_alloc_fast(kind, cls, label, want_fresh, bi);
+#endif
 }
 
 /* Everything: admission, any size and alignment, refill from the engine, accounting. */
 void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned hflags,
                           unsigned level, ntpool_block_info_t *bi);
 
-/* Count a free the fast path made but could not count (this thread has not counted its tag
- * lately): as ntp_tags_count. */
-void ntp_pool_count_free(uint32_t label, uint32_t size, unsigned kind);
+/* What ntp_pool_free_fast leaves to a call: the span event, a tag this thread has not counted
+ * yet (counted: 0), a quota charge to release (label's flag). */
+void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsigned kind, int counted);
 
-/* Every free of a live span's block that ntp_pool_free_own did not finish (its return 1):
- * ntp_heap_free_span, then the count and the quota. 0 when done, -1 when the caller's full
- * path must decide (it reports what is wrong). */
-int ntp_pool_free_span(ntp_span_t *s, void *p, uint32_t idx, uint32_t expect);
+/* A live block of another thread's span, found by ntp_heap_free_core (it returned 1): claim
+ * it, hand it to its owner, count the free. 0 when done, -1 when a racing free got there
+ * first (the caller's full path reports it). */
+int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label);
 
-/* The inline half of a free: a block of the calling thread's current span, freed into its bin
- * and counted. 0 when done; 1 when anything else of a live span (call ntp_pool_free_span(*rs,
- * p, *ridx, expect), best as a tail call); -1 when p is in no live span (the caller's full path
- * reports it). The count is the last thing, and its rare case one call. */
-NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint32_t *ridx)
+/* The inline half of a free: a block of the calling thread's spans, freed and counted. 0 when
+ * done; 1 when p is a live block of another thread's span (*rs, *ridx, *rlab: call
+ * ntp_pool_free_remote, best as a tail call); -1 when the caller must take its full path (a
+ * bad address, a wrong tag, a big block of the table). Everything rare is one call at the
+ * end. */
+NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint32_t *ridx,
+                                 uint32_t *rlab)
 {
-    uint32_t label, size;
-    unsigned kind;
-    int r = ntp_heap_free_bin(p, expect, rs, ridx, &label, &size, &kind);
-    if (ntp_unlikely(r != 0))
+    ntpool_block_info_t bi;
+    ntp_span_t *event;
+    int r = ntp_heap_free_core(p, expect, &bi, &event);
+    if (ntp_unlikely(r != 0)) {
+        *rs = event;
+        *ridx = bi.index;
+        *rlab = bi.label;
         return r;
-#if NTPOOL_ACCOUNTING
-    /* The label has no flag bit here, so it equals the key's low half of a live entry of its
-     * tag only (tags.h). */
-    ntp_tagent_t *e = ntp_self.last_tag[kind];
-    if (ntp_likely((uint32_t)ntp_load(&e->key) == label)) {
-        ntp_bump(&e->frees, 1);
-        ntp_bump(&e->fbytes, size);
-    } else {
-        ntp_pool_count_free(label, size, kind);
     }
+#if NTPOOL_ACCOUNTING
+    ntp_tagent_t *e = ntp_tags_find(bi.label & NTPOOL_LABEL_ID, bi.kind);
+    if (ntp_likely(e != NULL)) {
+        ntp_bump(&e->frees, 1);
+        ntp_bump(&e->fbytes, (uint64_t)bi.size);
+    }
+    if (ntp_unlikely(e == NULL || event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
+        ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, e != NULL);
 #else
-    (void)label, (void)size, (void)kind;
+    if (ntp_unlikely(event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
+        ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, 1);
 #endif
     return 0;
 }
 
-/* ntp_pool_free_own with everything else of a live span freed too: 0 when done, -1 otherwise. */
+/* ntp_pool_free_own with another thread's block freed too: 0 when done, -1 otherwise. */
 NTP_INLINE int ntp_pool_free_fast(void *p, uint32_t expect)
 {
     ntp_span_t *s;
-    uint32_t idx;
-    int r = ntp_pool_free_own(p, expect, &s, &idx);
+    uint32_t idx, lab;
+    int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
     if (ntp_likely(r == 0))
         return 0;
-    return r > 0 ? ntp_pool_free_span(s, p, idx, expect) : -1;
+    return r > 0 ? ntp_pool_free_remote(s, idx, lab) : -1;
 }
 
 /* Free and account. expect = 0 accepts any tag. With found set, bi is what

@@ -71,18 +71,6 @@ extern ntp_tagtab_t ntp_empty_tags;
 void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
 
 #if NTPOOL_ACCOUNTING
-/* The entry this thread counted last for the kind, when it is tag's; else NULL. */
-NTP_INLINE ntp_tagent_t *ntp_tags_cached(uint32_t tag, unsigned kind)
-{
-    ntp_tagent_t *e = ntp_self.last_tag[kind]; /* never NULL: see ntp_tags_find */
-    if (ntp_likely((uint32_t)ntp_load(&e->key) == tag)) {
-        if (e == NULL)
-            __builtin_unreachable(); /* it was just read through: callers' NULL tests go */
-        return e;
-    }
-    return NULL;
-}
-
 /* The calling thread's counters for (tag, kind), or NULL when it has not counted that pair yet.
  * An entry exists only for tags that passed the allocation checks, so finding one also says
  * the tag is valid: the fast path checks a tag no other way. */
