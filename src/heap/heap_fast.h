@@ -112,9 +112,10 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
     }
     /* A block never carved has label 0 too: the slow path tells the two apart. */
     uint32_t lab = ntp_load(&s->labels[idx]);
-    /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits. */
-    if (ntp_unlikely((lab & NTPOOL_LABEL_ID) == 0 ||
-                     (expect != 0 && ((lab ^ expect) & NTPOOL_LABEL_ID) != 0)))
+    /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits; with a tag
+     * expected (never 0), one masked compare rules them out too. */
+    if (ntp_unlikely(expect != 0 ? ((lab ^ expect) & NTPOOL_LABEL_ID) != 0
+                                 : (lab & NTPOOL_LABEL_ID) == 0))
         return -1;
     ntp_theap_t *h = ntp_self.heap;
     if (ntp_unlikely(ntp_load(&s->owner) != h)) {
