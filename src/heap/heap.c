@@ -358,10 +358,11 @@ static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
     s->binoff = NTP_NOBIN_OFF; /* until it is made current */
     s->bsize = ci->size;
     s->magic = ci->magic;
-    s->divisor = UINT64_MAX / ci->size + 1;
     s->per_page = ci->per_page;
     s->reserved = ci->reserved;
     s->shape = cls < NTP_SMALL_CLASSES ? NTP_SHAPE_SMALL : NTP_SHAPE_BIG;
+    /* 0 for big blocks: the fast free's one multiplication then never takes them for small. */
+    s->divisor = s->shape == NTP_SHAPE_SMALL ? UINT64_MAX / ci->size + 1 : 0;
     if (s->shape == NTP_SHAPE_BIG)
         s->len = (uintptr_t)ci->reserved * ci->size;
     s->key = ntp_rand(&h->rng) | 1;

@@ -71,19 +71,30 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
 int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab);
 
-/* Free a small or big block owned by the calling thread, onto the span's one free list (the
- * block freed last is the next handed out: it is warm). Returns
- *    0  done: info->label, size and kind filled; *event is the span that needs
- *       ntp_span_event(ntp_self.heap, *event) once the caller has done its bookkeeping (it
- *       became empty, or was full, or its free list held only fresh blocks until now), else
- *       NULL. Callers make that call last, so that their common path calls nothing and saves
- *       no register;
+/* Whether p, in a big span s (blocks of whole pages, laid out from the span's start), is the
+ * start of a block; then *idx is its number. */
+NTP_INLINE int ntp_span_big_start(const ntp_span_t *s, uintptr_t off, unsigned *idx)
+{
+    uint32_t pg = (uint32_t)(off >> NTP_PAGE_SHIFT);
+    unsigned i = (unsigned)(((uint64_t)pg * s->magic) >> 32); /* pg / pages per block */
+    if ((off & (NTP_PAGE_SIZE - 1)) != 0 || i * s->per_page != pg)
+        return 0;
+    *idx = i;
+    return 1;
+}
+
+/* Free a small or big block owned by the calling thread: into its class's bin when the span
+ * is current and the bin has room, else onto the span's one free list (the block freed last is
+ * the next handed out: it is warm), with the span's event (it became empty, or was full, or
+ * its free list held only fresh blocks until now) handled here. expect = 0 accepts any tag;
+ * with exact set, the label must also have no flag bit (else the full path frees it). Returns
+ *    0  done: *label, *size and *kind say what was freed (for the caller's accounting);
  *    1  p is a live block of another thread's (or an abandoned) span and passed every check:
- *       *event is that span, info->index the block, info->label its label, and
- *       ntp_heap_free_remote, out of line, claims it (callers make it a tail call);
+ *       *rs is that span, *ridx the block, *label its label, and ntp_heap_free_remote, out of
+ *       line, claims it (callers make it a tail call);
  *   -1  anything else: the out-of-line ntpool_heap_free decides. */
-NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t *info,
-                                  ntp_span_t **event)
+NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, int exact, uint32_t *label,
+                                  size_t *size, unsigned *kind, ntp_span_t **rs, uint32_t *ridx)
 {
     uintptr_t a = (uintptr_t)p;
     uintptr_t cell = a >> NTP_SEG_SHIFT; /* past the map exactly when a >> NTP_VA_BITS != 0 */
@@ -95,39 +106,36 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
         return -1; /* not in a live span */
     uintptr_t off = a - s->base;
     unsigned idx;
-    if (ntp_likely(s->shape == NTP_SHAPE_SMALL)) {
-        uint32_t woff = (uint32_t)(off & (NTP_PAGE_SIZE - 1));
-        unsigned __int128 m = (unsigned __int128)woff * s->divisor;
-        uint32_t w = (uint32_t)(m >> 64); /* woff / bsize */
-        if (ntp_unlikely((uint64_t)m >= s->divisor || w >= s->per_page))
-            return -1; /* not a block start, or in the page's tail */
+    /* One multiplication divides the offset in the page by the block size and says whether it
+     * divides exactly; span->divisor is 0 for big and huge spans, which then never pass. */
+    uint32_t woff = (uint32_t)(off & (NTP_PAGE_SIZE - 1));
+    unsigned __int128 m = (unsigned __int128)woff * s->divisor;
+    uint32_t w = (uint32_t)(m >> 64); /* woff / bsize */
+    if (ntp_likely((uint64_t)m < s->divisor && w < s->per_page))
         idx = (unsigned)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
-    } else if (s->shape == NTP_SHAPE_BIG) {
-        uint32_t pg = (uint32_t)(off >> NTP_PAGE_SHIFT);
-        idx = (unsigned)(((uint64_t)pg * s->magic) >> 32);
-        if (ntp_unlikely((off & (NTP_PAGE_SIZE - 1)) != 0 || idx * s->per_page != pg))
-            return -1;
-    } else {
-        return -1;
-    }
+    else if (s->shape != NTP_SHAPE_BIG || !ntp_span_big_start(s, off, &idx))
+        return -1; /* not a block start, in a page's tail, or a huge block */
     /* A block never carved has label 0 too: the slow path tells the two apart. */
     uint32_t lab = ntp_load(&s->labels[idx]);
     /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits; with a tag
-     * expected (never 0), one masked compare rules them out too. */
-    if (ntp_unlikely(expect != 0 ? ((lab ^ expect) & NTPOOL_LABEL_ID) != 0
-                                 : (lab & NTPOOL_LABEL_ID) == 0))
+     * expected (never 0), one compare rules them out too. */
+    if (exact) {
+        if (ntp_unlikely(expect != 0 ? lab != expect : (int32_t)lab <= 0))
+            return -1;
+    } else if (ntp_unlikely(expect != 0 ? ((lab ^ expect) & NTPOOL_LABEL_ID) != 0
+                                        : (lab & NTPOOL_LABEL_ID) == 0)) {
         return -1;
+    }
     ntp_theap_t *h = ntp_self.heap;
+    *label = lab;
     if (ntp_unlikely(ntp_load(&s->owner) != h)) {
-        info->label = lab;
-        info->index = idx;
-        *event = s;
+        *ridx = idx;
+        *rs = s;
         return 1;
     }
     ntp_store(&s->labels[idx], 0);
-    info->label = lab;
-    info->size = s->bsize;
-    info->kind = s->kind;
+    *size = s->bsize;
+    *kind = s->kind;
     /* A block of the current span goes to the bin while it has room; another span's binoff
      * names a bin with no room. */
     ntp_bin_t *bin = (ntp_bin_t *)((char *)h + s->binoff);
@@ -137,7 +145,6 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
         bin->blk[n] = p;
         bin->lab[n] = &s->labels[idx];
         bin->n = (uint16_t)(n + 1);
-        *event = NULL;
         return 0;
     }
     ntp_block_t *b = (ntp_block_t *)p;
@@ -145,28 +152,32 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, ntpool_block_info_t 
     s->free = b;
     uint32_t used = --s->used;
     uint8_t st = ntp_load(&s->state);
-    *event = ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) ||
-                          (st & (NTP_STATE_FULL | NTP_STATE_FRESH)))
-                 ? s
-                 : NULL;
+    if (ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) || (st & (NTP_STATE_FULL | NTP_STATE_FRESH))))
+        ntp_span_event(h, s); /* may release the span */
     return 0;
 }
 
-/* ntp_heap_free_core with the span event and another thread's block dealt with here. */
+/* ntp_heap_free_core with another thread's block dealt with here. */
 NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info_t *info)
 {
-    ntp_span_t *event;
-    int r = ntp_heap_free_core(p, expect, info, &event);
-    if (ntp_unlikely(r != 0)) {
-        if (r < 0)
-            return -1;
-        info->size = event->bsize; /* before the block is handed over: then s may go */
-        info->kind = event->kind;
-        return ntp_heap_free_remote(event, info->index, info->label);
+    uint32_t label, idx = 0;
+    size_t size = 0;
+    unsigned kind = 0;
+    ntp_span_t *s = NULL;
+    int r = ntp_heap_free_core(p, expect, 0, &label, &size, &kind, &s, &idx);
+    if (ntp_likely(r == 0)) {
+        info->label = label;
+        info->size = size;
+        info->kind = (uint8_t)kind;
+        return 0;
     }
-    if (ntp_unlikely(event != NULL))
-        ntp_span_event(ntp_self.heap, event); /* may release the span */
-    return 0;
+    if (r < 0)
+        return -1;
+    info->label = label;
+    info->index = idx;
+    info->size = s->bsize; /* before the block is handed over: then s may go */
+    info->kind = s->kind;
+    return ntp_heap_free_remote(s, idx, label);
 }
 
 #endif

@@ -115,7 +115,8 @@ typedef struct ntp_span {
                                * class's while current, else NTP_NOBIN_OFF (set with CUR) */
     uint64_t divisor;         /* small: ceil(2^64 / bsize). For x < 2^32 one multiplication
                                * gives x / bsize (high half) and whether bsize divides x (low
-                               * half below divisor): a free checks and indexes with one mul */
+                               * half below divisor): a free checks and indexes with one mul.
+                               * 0 for big and huge spans: no offset passes that check */
     /* --- cache line 1: the owner's --- */
     _Alignas(64) ntp_block_t *free; /* blocks to hand out, the owner's frees pushed on top */
     uintptr_t key;            /* free-list encoding key */

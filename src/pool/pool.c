@@ -73,14 +73,9 @@ int ntp_pool_quota_charge(uint64_t bytes)
     return 1;
 }
 
-void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsigned kind, int counted)
+void ntp_pool_count_free(uint32_t label, size_t size, unsigned kind)
 {
-    if (!counted)
-        ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
-    if (event != NULL)
-        ntp_span_event(ntp_self.heap, event); /* may release the span */
-    if (label & NTPOOL_LABEL_FLAG)
-        ntp_pool_quota_release(size);
+    ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
 }
 
 int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label)

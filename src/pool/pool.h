@@ -81,43 +81,39 @@ NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label,
 void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned hflags,
                           unsigned level, ntpool_block_info_t *bi);
 
-/* What ntp_pool_free_fast leaves to a call: the span event, a tag this thread has not counted
- * yet (counted: 0), a quota charge to release (label's flag). */
-void ntp_pool_free_finish(ntp_span_t *event, uint32_t label, size_t size, unsigned kind, int counted);
+/* Count a free the inline path made but could not count (this thread has not counted the tag
+ * yet): as ntp_tags_count. */
+void ntp_pool_count_free(uint32_t label, size_t size, unsigned kind);
 
 /* A live block of another thread's span, found by ntp_heap_free_core (it returned 1): claim
  * it, hand it to its owner, count the free. 0 when done, -1 when a racing free got there
  * first (the caller's full path reports it). */
 int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label);
 
-/* The inline half of a free: a block of the calling thread's spans, freed and counted. 0 when
- * done; 1 when p is a live block of another thread's span (*rs, *ridx, *rlab: call
- * ntp_pool_free_remote, best as a tail call); -1 when the caller must take its full path (a
- * bad address, a wrong tag, a big block of the table). Everything rare is one call at the
- * end. */
+/* The inline half of a free: a block of the calling thread's spans with a plain label (no
+ * quota charged), freed and counted. 0 when done; 1 when p is a live block of another thread's
+ * span (*rs, *ridx, *rlab: call ntp_pool_free_remote, best as a tail call); -1 when the
+ * caller must take its full path (a bad address, a wrong tag, a quota charge, a huge block).
+ * The one rare case left, a tag this thread has not counted, is one call at the end. */
 NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint32_t *ridx,
                                  uint32_t *rlab)
 {
-    ntpool_block_info_t bi;
-    ntp_span_t *event;
-    int r = ntp_heap_free_core(p, expect, &bi, &event);
-    if (ntp_unlikely(r != 0)) {
-        *rs = event;
-        *ridx = bi.index;
-        *rlab = bi.label;
+    size_t size;
+    unsigned kind;
+    int r = ntp_heap_free_core(p, expect, 1, rlab, &size, &kind, rs, ridx);
+    if (ntp_unlikely(r != 0))
         return r;
-    }
 #if NTPOOL_ACCOUNTING
-    ntp_tagent_t *e = ntp_tags_find(bi.label & NTPOOL_LABEL_ID, bi.kind);
+    /* The label has no flag bit here: it is the tag. */
+    ntp_tagent_t *e = ntp_tags_find(*rlab, kind);
     if (ntp_likely(e != NULL)) {
         ntp_bump(&e->frees, 1);
-        ntp_bump(&e->fbytes, (uint64_t)bi.size);
+        ntp_bump(&e->fbytes, (uint64_t)size);
+    } else {
+        ntp_pool_count_free(*rlab, size, kind);
     }
-    if (ntp_unlikely(e == NULL || event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
-        ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, e != NULL);
 #else
-    if (ntp_unlikely(event != NULL || (bi.label & NTPOOL_LABEL_FLAG)))
-        ntp_pool_free_finish(event, bi.label, bi.size, bi.kind, 1);
+    (void)size, (void)kind;
 #endif
     return 0;
 }
