@@ -237,7 +237,7 @@ NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, 
     ntpool_block_info_t bi;
     bi.fresh = 0;
     void *p = ntp_pool_alloc_fast(kind, n, tag, level, zero, &bi);
-    if (ntp_likely(p != NULL) && zero && !bi.fresh) /* a tail call: nothing to save around it */
+    if (zero && ntp_likely(p != NULL) && !bi.fresh) /* a tail call: nothing to save around it */
         return memset(p, 0, n <= NTPOOL_SMALL_MAX ? NTP_ALIGN_UP(n, 16) : n);
     return p;
 }
@@ -413,11 +413,14 @@ static const uint8_t pool2_kind[8] = {3, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, 3, NT
 
 NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
 {
-    unsigned kind = pool2_kind[(flags >> 6) & 7];
-    if (ntp_likely((flags & ~POOL2_FAST_FLAGS) == 0 && kind < NTPOOL_KINDS)) {
-        void *p = ex_fast(kind, n, tag & NTPOOL_LABEL_ID, NTPOOL_PRIO_NORMAL, !(flags & POOL_FLAG_UNINITIALIZED));
-        if (ntp_likely(p != NULL))
-            return p;
+    if (ntp_likely((flags & ~POOL2_FAST_FLAGS) == 0)) {
+        unsigned kind = pool2_kind[(flags >> 6) & 7];
+        if (ntp_likely(kind < NTPOOL_KINDS)) {
+            void *p = ex_fast(kind, n, tag & NTPOOL_LABEL_ID, NTPOOL_PRIO_NORMAL,
+                              !(flags & POOL_FLAG_UNINITIALIZED));
+            if (ntp_likely(p != NULL))
+                return p;
+        }
     }
     return pool2_slow(flags, n, tag, __builtin_return_address(0));
 }
@@ -553,10 +556,10 @@ NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
 
 /* Another thread's block, found by the inline free: claimed and counted, or, when a racing
  * free got there first, the full path reports it. */
-NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab, void *p,
-                                        uint32_t expect, const void *caller)
+NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, _Atomic uint32_t *lp, uint32_t lab,
+                                        void *p, uint32_t expect, const void *caller)
 {
-    if (ntp_pool_free_remote(s, idx, lab) != 0)
+    if (ntp_pool_free_remote(s, lp, lab) != 0)
         ntp_ex_free_slow(p, expect, caller);
 }
 
@@ -564,12 +567,13 @@ NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
     if (ntp_likely(ntp_self.irql <= APC_LEVEL && !ntp_vf_on())) {
         ntp_span_t *s;
-        uint32_t idx, lab;
-        int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
+        _Atomic uint32_t *lp;
+        uint32_t lab;
+        int r = ntp_pool_free_own(p, expect, &s, &lp, &lab);
         if (ntp_likely(r == 0))
             return;
         if (r > 0) {
-            ex_free_remote(s, idx, lab, p, expect, caller);
+            ex_free_remote(s, lp, lab, p, expect, caller);
             return;
         }
     }

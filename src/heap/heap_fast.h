@@ -71,30 +71,48 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);
 int ntp_heap_free_remote(ntp_span_t *s, uint32_t idx, uint32_t lab);
 
+/* a * b: the low half returned, the high half in *hi. On x86-64 one mul whose halves are
+ * named registers: gcc 12 keeps a 128-bit product in a register pair that outlives it, and the
+ * pair's callee-saved half costs the whole free a push and a pop. */
+NTP_INLINE uint64_t ntp_mul_wide(uint64_t a, uint64_t b, uint64_t *hi)
+{
+#if defined(__x86_64__)
+    uint64_t lo;
+    __asm__("mulq %3" : "=a"(lo), "=d"(*hi) : "a"(a), "rm"(b) : "cc");
+    return lo;
+#else
+    unsigned __int128 m = (unsigned __int128)a * b;
+    *hi = (uint64_t)(m >> 64);
+    return (uint64_t)m;
+#endif
+}
+
 /* Whether p, in a big span s (blocks of whole pages, laid out from the span's start), is the
  * start of a block; then *idx is its number. */
 NTP_INLINE int ntp_span_big_start(const ntp_span_t *s, uintptr_t off, unsigned *idx)
 {
     uint32_t pg = (uint32_t)(off >> NTP_PAGE_SHIFT);
     unsigned i = (unsigned)(((uint64_t)pg * s->magic) >> 32); /* pg / pages per block */
-    if ((off & (NTP_PAGE_SIZE - 1)) != 0 || i * s->per_page != pg)
+    /* Page-aligned asked as off == pg's offset, not by a mask: the free path's mask of the
+     * same off would otherwise be kept alive in a register of its own until here. */
+    if (off != (uintptr_t)pg << NTP_PAGE_SHIFT || i * s->per_page != pg)
         return 0;
     *idx = i;
     return 1;
 }
 
-/* Free a small or big block owned by the calling thread: into its class's bin when the span
- * is current and the bin has room, else onto the span's one free list (the block freed last is
- * the next handed out: it is warm), with the span's event (it became empty, or was full, or
- * its free list held only fresh blocks until now) handled here. expect = 0 accepts any tag;
- * with exact set, the label must also have no flag bit (else the full path frees it). Returns
- *    0  done: *label, *size and *kind say what was freed (for the caller's accounting);
- *    1  p is a live block of another thread's (or an abandoned) span and passed every check:
- *       *rs is that span, *ridx the block, *label its label, and ntp_heap_free_remote, out of
- *       line, claims it (callers make it a tail call);
+/* The checks of a free, up to whose it is: p must be the start of a live small or big block
+ * whose label matches expect (0 accepts any tag; with exact set, the label must also have no
+ * flag bit, else the full path frees it). Returns
+ *    0  a block of the calling thread's spans: *rs is its span, *rlp its label's slot (the
+ *       block's number is *rlp - (*rs)->labels), *rlab the label (free it with
+ *       ntp_heap_free_put, after any accounting: nothing can fail from here);
+ *    1  a live block of another thread's (or an abandoned) span that passed every check: the
+ *       same outputs, and ntp_heap_free_remote, out of line, claims it (callers make it a tail
+ *       call);
  *   -1  anything else: the out-of-line ntpool_heap_free decides. */
-NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, int exact, uint32_t *label,
-                                  size_t *size, unsigned *kind, ntp_span_t **rs, uint32_t *ridx)
+NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, ntp_span_t **rs,
+                                  _Atomic uint32_t **rlp, uint32_t *rlab)
 {
     uintptr_t a = (uintptr_t)p;
     uintptr_t cell = a >> NTP_SEG_SHIFT; /* past the map exactly when a >> NTP_VA_BITS != 0 */
@@ -108,15 +126,16 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, int exact, uint32_t 
     unsigned idx;
     /* One multiplication divides the offset in the page by the block size and says whether it
      * divides exactly; span->divisor is 0 for big and huge spans, which then never pass. */
-    uint32_t woff = (uint32_t)(off & (NTP_PAGE_SIZE - 1));
-    unsigned __int128 m = (unsigned __int128)woff * s->divisor;
-    uint32_t w = (uint32_t)(m >> 64); /* woff / bsize */
-    if (ntp_likely((uint64_t)m < s->divisor && w < s->per_page))
+    uint64_t div = s->divisor, hi;
+    uint64_t lo = ntp_mul_wide((uint64_t)(off & (NTP_PAGE_SIZE - 1)), div, &hi);
+    uint32_t w = (uint32_t)hi; /* the offset in the page / bsize */
+    if (ntp_likely(lo < div && w < s->per_page))
         idx = (unsigned)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
     else if (s->shape != NTP_SHAPE_BIG || !ntp_span_big_start(s, off, &idx))
         return -1; /* not a block start, in a page's tail, or a huge block */
     /* A block never carved has label 0 too: the slow path tells the two apart. */
-    uint32_t lab = ntp_load(&s->labels[idx]);
+    _Atomic uint32_t *lp = &s->labels[idx];
+    uint32_t lab = ntp_load(lp);
     /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits; with a tag
      * expected (never 0), one compare rules them out too. */
     if (exact) {
@@ -126,16 +145,21 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, int exact, uint32_t 
                                         : (lab & NTPOOL_LABEL_ID) == 0)) {
         return -1;
     }
+    *rs = s;
+    *rlp = lp;
+    *rlab = lab;
+    return ntp_unlikely(ntp_load(&s->owner) != ntp_self.heap);
+}
+
+/* Free p, whose span s is the calling thread's and whose label is at lp, as
+ * ntp_heap_free_find has just said: into its class's bin when the span is current and the bin has room, else onto the
+ * span's one free list (the block freed last is the next handed out: it is warm), with the
+ * span's event (it became empty, or was full, or its free list held only fresh blocks until
+ * now) handled here. */
+NTP_INLINE void ntp_heap_free_put(ntp_span_t *s, _Atomic uint32_t *lp, void *p)
+{
     ntp_theap_t *h = ntp_self.heap;
-    *label = lab;
-    if (ntp_unlikely(ntp_load(&s->owner) != h)) {
-        *ridx = idx;
-        *rs = s;
-        return 1;
-    }
-    ntp_store(&s->labels[idx], 0);
-    *size = s->bsize;
-    *kind = s->kind;
+    ntp_store(lp, 0);
     /* A block of the current span goes to the bin while it has room; another span's binoff
      * names a bin with no room. */
     ntp_bin_t *bin = (ntp_bin_t *)((char *)h + s->binoff);
@@ -143,9 +167,9 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, int exact, uint32_t 
     if (ntp_likely(n < bin->cap)) {
         *(uint64_t *)p = bin->cookie;
         bin->blk[n] = p;
-        bin->lab[n] = &s->labels[idx];
+        bin->lab[n] = lp;
         bin->n = (uint16_t)(n + 1);
-        return 0;
+        return;
     }
     ntp_block_t *b = (ntp_block_t *)p;
     b->next = (uintptr_t)s->free ^ s->key;
@@ -154,30 +178,28 @@ NTP_INLINE int ntp_heap_free_core(void *p, uint32_t expect, int exact, uint32_t 
     uint8_t st = ntp_load(&s->state);
     if (ntp_unlikely((used == 0 && !(st & NTP_STATE_CUR)) || (st & (NTP_STATE_FULL | NTP_STATE_FRESH))))
         ntp_span_event(h, s); /* may release the span */
-    return 0;
 }
 
-/* ntp_heap_free_core with another thread's block dealt with here. */
+/* A free of any small or big block, another thread's too: 0 when done (*info says what was
+ * freed), -1 when the out-of-line ntpool_heap_free must decide. */
 NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info_t *info)
 {
-    uint32_t label, idx = 0;
-    size_t size = 0;
-    unsigned kind = 0;
-    ntp_span_t *s = NULL;
-    int r = ntp_heap_free_core(p, expect, 0, &label, &size, &kind, &s, &idx);
-    if (ntp_likely(r == 0)) {
-        info->label = label;
-        info->size = size;
-        info->kind = (uint8_t)kind;
-        return 0;
-    }
-    if (r < 0)
+    ntp_span_t *s;
+    _Atomic uint32_t *lp;
+    uint32_t lab;
+    int r = ntp_heap_free_find(p, expect, 0, &s, &lp, &lab);
+    if (ntp_unlikely(r < 0))
         return -1;
-    info->label = label;
+    uint32_t idx = (uint32_t)(lp - s->labels);
+    info->label = lab;
     info->index = idx;
     info->size = s->bsize; /* before the block is handed over: then s may go */
     info->kind = s->kind;
-    return ntp_heap_free_remote(s, idx, label);
+    if (ntp_likely(r == 0)) {
+        ntp_heap_free_put(s, lp, p);
+        return 0;
+    }
+    return ntp_heap_free_remote(s, idx, lab);
 }
 
 #endif

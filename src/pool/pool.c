@@ -73,13 +73,15 @@ int ntp_pool_quota_charge(uint64_t bytes)
     return 1;
 }
 
-void ntp_pool_count_free(uint32_t label, size_t size, unsigned kind)
+void ntp_pool_free_uncounted(ntp_span_t *s, _Atomic uint32_t *lp, uint32_t label, void *p)
 {
-    ntp_tags_count(label & NTPOOL_LABEL_ID, kind, 0, 1, -(int64_t)size);
+    ntp_tags_count(label & NTPOOL_LABEL_ID, s->kind, 0, 1, -(int64_t)s->bsize);
+    ntp_heap_free_put(s, lp, p);
 }
 
-int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label)
+int ntp_pool_free_remote(ntp_span_t *s, _Atomic uint32_t *lp, uint32_t label)
 {
+    uint32_t idx = (uint32_t)(lp - s->labels);
     size_t size = s->bsize; /* read before the block is handed over: then s may go */
     unsigned kind = s->kind;
     if (ntp_heap_free_remote(s, idx, label) != 0)

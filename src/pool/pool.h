@@ -81,40 +81,39 @@ NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label,
 void *ntp_pool_alloc_slow(unsigned kind, size_t size, uint32_t label, unsigned hflags,
                           unsigned level, ntpool_block_info_t *bi);
 
-/* Count a free the inline path made but could not count (this thread has not counted the tag
- * yet): as ntp_tags_count. */
-void ntp_pool_count_free(uint32_t label, size_t size, unsigned kind);
-
-/* A live block of another thread's span, found by ntp_heap_free_core (it returned 1): claim
+/* A live block of another thread's span, found by ntp_heap_free_find (it returned 1): claim
  * it, hand it to its owner, count the free. 0 when done, -1 when a racing free got there
  * first (the caller's full path reports it). */
-int ntp_pool_free_remote(ntp_span_t *s, uint32_t idx, uint32_t label);
+int ntp_pool_free_remote(ntp_span_t *s, _Atomic uint32_t *lp, uint32_t label);
+
+/* A free of the calling thread's whose tag it has not counted yet (ntp_tags_find found none):
+ * counted through the tag table, then put back. */
+void ntp_pool_free_uncounted(ntp_span_t *s, _Atomic uint32_t *lp, uint32_t label, void *p);
 
 /* The inline half of a free: a block of the calling thread's spans with a plain label (no
  * quota charged), freed and counted. 0 when done; 1 when p is a live block of another thread's
- * span (*rs, *ridx, *rlab: call ntp_pool_free_remote, best as a tail call); -1 when the
+ * span (*rs, *rlp, *rlab as ntp_heap_free_find says: call ntp_pool_free_remote, best as a
+ * tail call); -1 when the
  * caller must take its full path (a bad address, a wrong tag, a quota charge, a huge block).
- * The one rare case left, a tag this thread has not counted, is one call at the end. */
-NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint32_t *ridx,
-                                 uint32_t *rlab)
+ * The tag is counted before the block is put back, so that nothing is live across the put but
+ * the block: the rare tag this thread has not counted is one call at the end. */
+NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs,
+                                 _Atomic uint32_t **rlp, uint32_t *rlab)
 {
-    size_t size;
-    unsigned kind;
-    int r = ntp_heap_free_core(p, expect, 1, rlab, &size, &kind, rs, ridx);
+    int r = ntp_heap_free_find(p, expect, 1, rs, rlp, rlab);
     if (ntp_unlikely(r != 0))
         return r;
 #if NTPOOL_ACCOUNTING
     /* The label has no flag bit here: it is the tag. */
-    ntp_tagent_t *e = ntp_tags_find(*rlab, kind);
-    if (ntp_likely(e != NULL)) {
-        ntp_bump(&e->frees, 1);
-        ntp_bump(&e->fbytes, (uint64_t)size);
-    } else {
-        ntp_pool_count_free(*rlab, size, kind);
+    ntp_tagent_t *e = ntp_tags_find(*rlab, (*rs)->kind);
+    if (ntp_unlikely(e == NULL)) {
+        ntp_pool_free_uncounted(*rs, *rlp, *rlab, p);
+        return 0;
     }
-#else
-    (void)size, (void)kind;
+    ntp_bump(&e->frees, 1);
+    ntp_bump(&e->fbytes, (uint64_t)(*rs)->bsize);
 #endif
+    ntp_heap_free_put(*rs, *rlp, p);
     return 0;
 }
 
@@ -122,11 +121,12 @@ NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs, uint
 NTP_INLINE int ntp_pool_free_fast(void *p, uint32_t expect)
 {
     ntp_span_t *s;
-    uint32_t idx, lab;
-    int r = ntp_pool_free_own(p, expect, &s, &idx, &lab);
+    _Atomic uint32_t *lp;
+    uint32_t lab;
+    int r = ntp_pool_free_own(p, expect, &s, &lp, &lab);
     if (ntp_likely(r == 0))
         return 0;
-    return r > 0 ? ntp_pool_free_remote(s, idx, lab) : -1;
+    return r > 0 ? ntp_pool_free_remote(s, lp, lab) : -1;
 }
 
 /* Free and account. expect = 0 accepts any tag. With found set, bi is what
