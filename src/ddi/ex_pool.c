@@ -235,9 +235,12 @@ NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, 
         return NULL;
 #endif
     ntpool_block_info_t bi;
+    /* Two copies, so that the common uninitialised request carries no zeroing test. */
+    if (!zero)
+        return ntp_pool_alloc_fast(kind, n, tag, level, 0, &bi);
     bi.fresh = 0;
-    void *p = ntp_pool_alloc_fast(kind, n, tag, level, zero, &bi);
-    if (zero && ntp_likely(p != NULL) && !bi.fresh) /* a tail call: nothing to save around it */
+    void *p = ntp_pool_alloc_fast(kind, n, tag, level, 1, &bi);
+    if (ntp_likely(p != NULL) && !bi.fresh) /* a tail call: nothing to save around it */
         return memset(p, 0, n <= NTPOOL_SMALL_MAX ? NTP_ALIGN_UP(n, 16) : n);
     return p;
 }
@@ -413,11 +416,11 @@ static const uint8_t pool2_kind[8] = {3, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, 3, NT
 
 NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
 {
+    tag &= NTPOOL_LABEL_ID; /* all either path uses: one register for both */
     if (ntp_likely((flags & ~POOL2_FAST_FLAGS) == 0)) {
         unsigned kind = pool2_kind[(flags >> 6) & 7];
         if (ntp_likely(kind < NTPOOL_KINDS)) {
-            void *p = ex_fast(kind, n, tag & NTPOOL_LABEL_ID, NTPOOL_PRIO_NORMAL,
-                              !(flags & POOL_FLAG_UNINITIALIZED));
+            void *p = ex_fast(kind, n, tag, NTPOOL_PRIO_NORMAL, !(flags & POOL_FLAG_UNINITIALIZED));
             if (ntp_likely(p != NULL))
                 return p;
         }

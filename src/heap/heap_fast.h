@@ -22,16 +22,23 @@ NTP_INLINE unsigned ntp_small_index(const ntp_span_t *s, uintptr_t off)
     return (unsigned)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
 }
 
-/* Pop a block of class `cls`, or NULL when the current span has none ready (then call
- * ntpool_heap_alloc). Fills out->size, and out->fresh when asked. */
-NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label, int want_fresh,
-                                        ntpool_block_info_t *out)
+/* The calling thread's bin of (kind, class): where ntpool_heap_alloc_bin takes from. Taken
+ * first, so that a caller's further work (the tag's lookup) holds one pointer instead of the
+ * kind and the class. */
+NTP_INLINE ntp_bin_t *ntpool_heap_bin(unsigned kind, unsigned cls)
 {
-    ntp_theap_t *h = ntp_self.heap;
-    ntp_bin_t *bin = &h->bin[kind][cls];
-    /* Opaque from here: gcc would otherwise rebuild every bin address from h and the indexes
-     * (five instructions) instead of using bin with an offset. */
+    ntp_bin_t *bin = &ntp_self.heap->bin[kind][cls];
+    /* Opaque from here: gcc would otherwise rebuild every bin address from the heap and the
+     * indexes (five instructions) instead of using bin with an offset. */
     __asm__("" : "+r"(bin));
+    return bin;
+}
+
+/* Pop a block of bin's class (ntpool_heap_bin), or NULL when the current span has none ready
+ * (then call ntpool_heap_alloc). Fills out->size, and out->fresh when asked. */
+NTP_INLINE void *ntpool_heap_alloc_bin(ntp_bin_t *bin, uint32_t label, int want_fresh,
+                                       ntpool_block_info_t *out)
+{
     size_t n = bin->n;
     if (ntp_likely(n != 0)) {
         void **top = &bin->blk[n - 1]; /* its label's address is NTP_BIN_CAP entries on */
@@ -45,7 +52,9 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
             out->fresh = 0;
         return p;
     }
-    ntp_span_t *s = h->cur[kind][cls];
+    /* The current span of the same (kind, class): cur[] is laid out as bin[] is. */
+    ntp_theap_t *h = ntp_self.heap;
+    ntp_span_t *s = (&h->cur[0][0])[bin - &h->bin[0][0]];
     ntp_block_t *b = s->free;
     if (ntp_unlikely(b == NULL))
         return NULL;
@@ -66,6 +75,12 @@ NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t la
     if (want_fresh)
         out->fresh = (ntp_load(&s->state) & NTP_STATE_FRESH) != 0;
     return b;
+}
+
+NTP_INLINE void *ntpool_heap_alloc_fast(unsigned kind, unsigned cls, uint32_t label, int want_fresh,
+                                        ntpool_block_info_t *out)
+{
+    return ntpool_heap_alloc_bin(ntpool_heap_bin(kind, cls), label, want_fresh, out);
 }
 
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s);

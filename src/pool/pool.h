@@ -64,16 +64,17 @@ NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label,
         return NULL;
     if (ntp_unlikely(!ntp_pool_admit_fast(kind, level)))
         return NULL;
+    ntp_bin_t *bin = ntpool_heap_bin(kind, cls);
 #if NTPOOL_ACCOUNTING
     ntp_tagent_t *e = ntp_tags_find(label & NTPOOL_LABEL_ID, kind);
     if (ntp_unlikely(e == NULL))
         return NULL;
-    void *p = ntpool_heap_alloc_fast(kind, cls, label, want_fresh, bi);
+    void *p = ntpool_heap_alloc_bin(bin, label, want_fresh, bi);
     if (ntp_likely(p != NULL))
         ntp_tags_add_alloc(e, (int64_t)bi->size);
     return p;
 #else
-    return ntpool_heap_alloc_fast(kind, cls, label, want_fresh, bi);
+    return ntpool_heap_alloc_bin(bin, label, want_fresh, bi);
 #endif
 }
 
