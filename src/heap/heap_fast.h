@@ -154,8 +154,13 @@ NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, ntp_span_
     /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits; with a tag
      * expected (never 0), one compare rules them out too. */
     if (exact) {
-        if (ntp_unlikely(expect != 0 ? lab != expect : (int32_t)lab <= 0))
+        /* A tag is expected far more often than not (ExFreePool's 0 is a constant there). */
+        if (ntp_likely(expect != 0)) {
+            if (ntp_unlikely(lab != expect))
+                return -1;
+        } else if (ntp_unlikely((int32_t)lab <= 0)) {
             return -1;
+        }
     } else if (ntp_unlikely(expect != 0 ? ((lab ^ expect) & NTPOOL_LABEL_ID) != 0
                                         : (lab & NTPOOL_LABEL_ID) == 0)) {
         return -1;

@@ -53,9 +53,12 @@ NTP_INLINE uint64_t ntp_tag_key(uint32_t tag, unsigned kind)
     return (uint64_t)tag | ((uint64_t)(kind + 1) << 32);
 }
 
+/* The upper half of key times an odd constant below 2^31: one multiply by an immediate. Each
+ * bit of the upper half depends on every key bit below it, so the tag's four characters and
+ * the kind all reach the slot's bits. */
 NTP_INLINE uint32_t ntp_tag_hash(uint64_t key)
 {
-    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 40);
+    return (uint32_t)((key * 0x61C88647ull) >> 32);
 }
 
 #define NTP_TAG_NONE 0xFFFFFFFFu
@@ -92,6 +95,8 @@ NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
     uint64_t k = ntp_tag_key(tag, kind);
     e = &t->ent[ntp_tag_hash(k) & t->mask];
     if (ntp_likely(ntp_load(&e->key) == k)) {
+        if (e == NULL)
+            __builtin_unreachable();
         ntp_self.last_tag[kind] = e;
         return e;
     }
