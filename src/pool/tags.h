@@ -20,8 +20,9 @@
 #define NTPOOL_ACCOUNTING 1
 #endif
 
+/* One cache line each: a lookup touches one line, and the slot's address is a shift. */
 typedef struct ntp_tagent {
-    _Atomic uint64_t key; /* tag | (kind + 1) << 32; 0 = empty slot */
+    _Alignas(64) _Atomic uint64_t key; /* tag | (kind + 1) << 32; 0 = empty slot */
     _Atomic uint64_t allocs;
     _Atomic uint64_t frees;
     /* Bytes allocated and bytes freed, both only ever added to: a free adds its size rather
@@ -29,6 +30,7 @@ typedef struct ntp_tagent {
     _Atomic uint64_t abytes;
     _Atomic uint64_t fbytes;
 } ntp_tagent_t;
+_Static_assert(sizeof(ntp_tagent_t) == 64, "a tag entry is one cache line");
 
 /* Add a signed byte count: allocations add to abytes, frees (negative) to fbytes. */
 NTP_INLINE void ntp_tagent_add_bytes(ntp_tagent_t *e, int64_t bytes)
