@@ -172,10 +172,10 @@ NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, ntp_span_
 }
 
 /* Free p, whose span s is the calling thread's and whose label is at lp, as
- * ntp_heap_free_find has just said: into its class's bin when the span is current and the bin has room, else onto the
- * span's one free list (the block freed last is the next handed out: it is warm), with the
- * span's event (it became empty, or was full, or its free list held only fresh blocks until
- * now) handled here. */
+ * ntp_heap_free_find has just said: into its class's bin when the span is current and the bin
+ * has room, else onto the span's one free list (the block freed last is the next handed out:
+ * it is warm), with the span's event (it became empty, or was full, or its free list held only
+ * fresh blocks until now) handled here. */
 NTP_INLINE void ntp_heap_free_put(ntp_span_t *s, _Atomic uint32_t *lp, void *p)
 {
     ntp_theap_t *h = ntp_self.heap;
