@@ -246,9 +246,17 @@ NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, 
 }
 
 /* Translate a legacy call (spec 1.5) and take the full path. */
-NTP_NOINLINE static void *legacy_slow(POOL_TYPE type, size_t n, ULONG tag, unsigned level,
-                                      unsigned placement, int quota, const void *caller)
+/* legacy_slow's level, placement and quota in one argument: six arguments pass in registers,
+ * so an entry point reaches it by a tail call (see NTP_ENTRY_CALLER). */
+#define LEGACY_HOW(level, placement, quota) \
+    ((unsigned)(level) | (unsigned)(placement) << 4 | (unsigned)(quota) << 8)
+
+NTP_NOINLINE static void *legacy_slow(POOL_TYPE type, size_t n, ULONG tag, unsigned how,
+                                      const void *caller)
 {
+    caller = ntp_caller(caller);
+    unsigned level = how & 15, placement = (how >> 4) & 15;
+    int quota = (how >> 8) & 1;
     unsigned t = (unsigned)type;
     ex_req_t r;
     uint32_t tg = tag & NTPOOL_LABEL_ID;
@@ -283,17 +291,17 @@ NTP_INLINE void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int
         if (ntp_likely(p != NULL))
             return p;
     }
-    return legacy_slow(type, n, tag, level, NTP_VF_PLACE_DEFAULT, quota, caller);
+    return legacy_slow(type, n, tag, LEGACY_HOW(level, NTP_VF_PLACE_DEFAULT, quota), caller);
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithTag(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
+    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 0, NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePool(POOL_TYPE type, SIZE_T n)
 {
-    return legacy(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
+    return legacy(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, 0, NTP_ENTRY_CALLER());
 }
 
 /* The priority routines: a special-pool placement request always takes the full path. */
@@ -301,58 +309,61 @@ NTP_INLINE void *with_priority(POOL_TYPE type, size_t n, ULONG tag, EX_POOL_PRIO
                                const void *caller)
 {
     if (ntp_unlikely(placement_of(prio) != NTP_VF_PLACE_DEFAULT))
-        return legacy_slow(type, n, tag, level_of(prio), placement_of(prio), 0, caller);
+        return legacy_slow(type, n, tag, LEGACY_HOW(level_of(prio), placement_of(prio), 0), caller);
     return legacy(type, n, tag, level_of(prio), 0, caller);
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithTagPriority(POOL_TYPE type, SIZE_T n, ULONG tag,
                                                EX_POOL_PRIORITY prio)
 {
-    return with_priority(type, n, tag, prio, __builtin_return_address(0));
+    return with_priority(type, n, tag, prio, NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithQuotaTag(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy_slow(type, n, tag, NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, tag, LEGACY_HOW(NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1),
+                       NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePoolWithQuota(POOL_TYPE type, SIZE_T n)
 {
-    return legacy_slow(type, n, TAG_NONE, NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, TAG_NONE, LEGACY_HOW(NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1),
+                       NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePoolZero(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
     return legacy((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL, 0,
-                  __builtin_return_address(0));
+                  NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePoolUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 0, __builtin_return_address(0));
+    return legacy(type, n, tag, NTPOOL_PRIO_NORMAL, 0, NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePoolQuotaZero(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy_slow((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, NTPOOL_PRIO_NORMAL,
-                       NTP_VF_PLACE_DEFAULT, 1, __builtin_return_address(0));
+    return legacy_slow((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag,
+                       LEGACY_HOW(NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1), NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePoolQuotaUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag)
 {
-    return legacy_slow(type, n, tag, NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1, __builtin_return_address(0));
+    return legacy_slow(type, n, tag, LEGACY_HOW(NTPOOL_PRIO_NORMAL, NTP_VF_PLACE_DEFAULT, 1),
+                       NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePoolPriorityZero(POOL_TYPE type, SIZE_T n, ULONG tag, EX_POOL_PRIORITY prio)
 {
     return with_priority((POOL_TYPE)(type | POOL_ZERO_ALLOCATION), n, tag, prio,
-                         __builtin_return_address(0));
+                         NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API PVOID ExAllocatePoolPriorityUninitialized(POOL_TYPE type, SIZE_T n, ULONG tag,
                                                      EX_POOL_PRIORITY prio)
 {
-    return with_priority(type, n, tag, prio, __builtin_return_address(0));
+    return with_priority(type, n, tag, prio, NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API VOID ExInitializeDriverRuntime(ULONG flags)
@@ -401,6 +412,7 @@ NTP_COLD static void *invalid(const ex_req_t *r)
 
 NTP_NOINLINE static void *pool2_slow(POOL_FLAGS flags, SIZE_T n, ULONG tag, const void *caller)
 {
+    caller = ntp_caller(caller);
     ex_req_t r;
     if (!pool2_request(flags, tag, caller, &r))
         return invalid(&r);
@@ -425,7 +437,7 @@ NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
                 return p;
         }
     }
-    return pool2_slow(flags, n, tag, __builtin_return_address(0));
+    return pool2_slow(flags, n, tag, NTP_ENTRY_CALLER());
 }
 
 /* Apply extended parameters (spec 1.7). 0 when a required one is unknown or unusable. */
@@ -529,6 +541,7 @@ NTP_COLD NTP_NORETURN static void bad_irql_free(void *p, KIRQL irql, int type, u
  * shim's frees end here too, so both report misuse the same way. */
 NTP_COLD void ntp_ex_free_slow(void *p, uint32_t expect, const void *caller)
 {
+    caller = ntp_caller(caller);
     ntp_ensure_init();
     if (ntp_vf_owns(p)) {
         ntp_vf_free_special(p, expect, caller);
@@ -563,7 +576,7 @@ NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, _Atomic uint32_t *lp, uin
                                         void *p, uint32_t expect, const void *caller)
 {
     if (ntp_pool_free_remote(s, lp, lab) != 0)
-        ntp_ex_free_slow(p, expect, caller);
+        ntp_ex_free_slow(p, expect, ntp_caller(caller));
 }
 
 NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
@@ -585,19 +598,19 @@ NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 
 NTPOOL_API VOID ExFreePoolWithTag(PVOID p, ULONG tag)
 {
-    ex_free(p, tag & NTPOOL_LABEL_ID, __builtin_return_address(0));
+    ex_free(p, tag & NTPOOL_LABEL_ID, NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API VOID ExFreePool(PVOID p)
 {
-    ex_free(p, 0, __builtin_return_address(0));
+    ex_free(p, 0, NTP_ENTRY_CALLER());
 }
 
 /* Extended parameters of a free are for secure pool, which ntpool does not have: ignored. */
 NTPOOL_API VOID ExFreePool2(PVOID p, ULONG tag, PCPOOL_EXTENDED_PARAMETER params, ULONG count)
 {
     (void)params, (void)count;
-    ex_free(p, tag & NTPOOL_LABEL_ID, __builtin_return_address(0));
+    ex_free(p, tag & NTPOOL_LABEL_ID, NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API SIZE_T ExQueryPoolBlockSize(PVOID p, PBOOLEAN quota)

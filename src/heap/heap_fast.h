@@ -41,12 +41,12 @@ NTP_INLINE void *ntpool_heap_alloc_bin(ntp_bin_t *bin, uint32_t label, int want_
 {
     size_t n = bin->n;
     if (ntp_likely(n != 0)) {
-        void **top = &bin->blk[n - 1]; /* its label's address is NTP_BIN_CAP entries on */
-        void *p = *top;
+        n--;
+        void *p = bin->blk[n];
         if (ntp_unlikely(*(uint64_t *)p != bin->cookie))
             return NULL; /* written after its free: the slow path reports it */
-        ntp_store((_Atomic uint32_t *)top[NTP_BIN_CAP], label);
-        bin->n = (uint16_t)(n - 1);
+        ntp_store(bin->lab[n], label);
+        bin->n = (uint16_t)n;
         out->size = bin->size;
         if (want_fresh)
             out->fresh = 0;

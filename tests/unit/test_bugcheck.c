@@ -882,6 +882,94 @@ START_TEST(bugcheck_names)
 }
 END_TEST
 
+/* ---- the caller a report names --------------------------------------------------------------- */
+/* Entry points reach their slow paths by tail calls and the slow path takes the caller from its
+ * own return address (NTP_ENTRY_CALLER): each free routine, and the allocation routines without
+ * a *_call helper above, must still name the function that called them. */
+
+enum { FREE_BY_POOL, FREE_BY_TAG, FREE_BY_POOL2 };
+__attribute__((noinline)) static void free_call(void *p, int how, ULONG tag)
+{
+    if (how == FREE_BY_POOL)
+        ExFreePool(p);
+    else if (how == FREE_BY_TAG)
+        ExFreePoolWithTag(p, tag);
+    else
+        ExFreePool2(p, tag, NULL, 0);
+    __asm__ volatile("" ::: "memory"); /* not a tail call: the return address is in here */
+}
+
+__attribute__((noinline)) static void *quota_call(POOL_TYPE t, SIZE_T n, ULONG tag)
+{
+    void *volatile r = ExAllocatePoolWithQuotaTag(t, n, tag);
+    __asm__ volatile("" ::: "memory");
+    return r;
+}
+
+__attribute__((noinline)) static void *priority_call(POOL_TYPE t, SIZE_T n, ULONG tag)
+{
+    void *volatile r = ExAllocatePoolWithTagPriority(t, n, tag, NormalPoolPriority);
+    __asm__ volatile("" ::: "memory");
+    return r;
+}
+
+/* The address on the report's "Caller:" line. */
+static uintptr_t report_caller(void)
+{
+    char rep[4096];
+    ntpool_bugcheck_last_report(rep, sizeof rep);
+    const char *c = strstr(rep, "    Caller:  ");
+    ck_assert_msg(c != NULL, "no Caller line in the report:\n%s", rep);
+    return (uintptr_t)strtoull(c + strlen("    Caller:  "), NULL, 16);
+}
+
+/* A free that must bug check (which one the tests above check): its report names free_call. */
+__attribute__((noinline)) static void bc_free_from(void *p, int how, ULONG tag)
+{
+    void *volatile vp = p;
+    volatile int vh = how;
+    volatile ULONG vt = tag;
+    ntp_bc_armed = 1;
+    if (sigsetjmp(ntp_bc_jump, 1) == 0) {
+        free_call(vp, vh, vt);
+        ntp_bc_armed = 0;
+        ck_abort_msg("no bug check from free %d of %p", (int)vh, vp);
+    }
+    ntp_bc_armed = 0;
+    expect_caller_in(report_caller(), (uintptr_t)free_call, "free_call");
+}
+
+START_TEST(report_caller_of_free)
+{
+    static const int hows[] = {FREE_BY_POOL, FREE_BY_TAG, FREE_BY_POOL2};
+    for (size_t i = 0; i < sizeof hows / sizeof hows[0]; i++) {
+        /* A double free of a small and of a big block, and a wrong tag. */
+        static const SIZE_T sizes[] = {48, 3 * 4096};
+        for (size_t k = 0; k < 2; k++) {
+            void *p = ExAllocatePool2(POOL_FLAG_NON_PAGED, sizes[k], TAG);
+            ck_assert_ptr_nonnull(p);
+            free_call(p, hows[i], TAG);
+            bc_free_from(p, hows[i], TAG);
+        }
+        if (hows[i] != FREE_BY_POOL) {
+            void *p = ExAllocatePool2(POOL_FLAG_NON_PAGED, 48, TAG);
+            ck_assert_ptr_nonnull(p);
+            bc_free_from(p, hows[i], (ULONG)'ffuB');
+            ExFreePoolWithTag(p, TAG);
+        }
+    }
+}
+END_TEST
+
+START_TEST(report_caller_of_allocations)
+{
+    EXPECT_BUGCHECK(0xC2, 0x9C, quota_call(PagedPool, 100, TAG_BIG));
+    expect_caller_in(ntp_bc.p[3], (uintptr_t)quota_call, "quota_call");
+    EXPECT_BUGCHECK(0xC2, 0x9C, priority_call(NonPagedPoolNx, 100, TAG_BIG));
+    expect_caller_in(ntp_bc.p[3], (uintptr_t)priority_call, "priority_call");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("bugcheck");
@@ -915,5 +1003,7 @@ int main(void)
     NTP_CASE(s, "report_double_free", report_double_free_line);
     NTP_CASE(s, "report_wrong_tag", report_wrong_tag_text);
     NTP_CASE(s, "bugcheck_names", bugcheck_names);
+    NTP_CASE(s, "report_caller_of_free", report_caller_of_free);
+    NTP_CASE(s, "report_caller_of_allocations", report_caller_of_allocations);
     return ntp_test_main(s);
 }
