@@ -222,7 +222,8 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
 
 /* The common case, inlined into each entry point: a small or big block of the thread's current
  * span, at an IRQL no pool minds, with a plain tag. NULL means "take the full path", which
- * repeats every check and reports what is wrong. Assumes: no quota, no cache alignment. */
+ * repeats every check and reports what is wrong. Assumes: no quota, no cache alignment. kind
+ * may be NTPOOL_KIND_REFUSED: the admission test refuses it before anything is indexed by it. */
 NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, int zero)
 {
     /* With the Verifier on every call takes the full path: ntp_pool_alloc_fast's admission
@@ -423,19 +424,22 @@ NTP_NOINLINE static void *pool2_slow(POOL_FLAGS flags, SIZE_T n, ULONG tag, cons
 #define POOL2_FAST_FLAGS \
     (KIND_FLAGS | POOL_FLAG_UNINITIALIZED | POOL_FLAG_RAISE_ON_FAILURE | POOL_FLAG_SESSION | \
      POOL_FLAG_RESERVED2 | POOL_FLAG_RESERVED3)
-/* Kind by flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED); 3 = not exactly one. */
-static const uint8_t pool2_kind[8] = {3, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, 3, NTPOOL_KIND_PAGED, 3, 3, 3};
+/* Kind by flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED); not exactly one of them is a
+ * kind the fast path's admission test always refuses. */
+#define RF NTPOOL_KIND_REFUSED
+static const uint8_t pool2_kind[8] = {RF, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, RF, NTPOOL_KIND_PAGED, RF, RF, RF};
+#undef RF
 
 NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
 {
     tag &= NTPOOL_LABEL_ID; /* all either path uses: one register for both */
     if (ntp_likely((flags & ~POOL2_FAST_FLAGS) == 0)) {
-        unsigned kind = pool2_kind[(flags >> 6) & 7];
-        if (ntp_likely(kind < NTPOOL_KINDS)) {
-            void *p = ex_fast(kind, n, tag, NTPOOL_PRIO_NORMAL, !(flags & POOL_FLAG_UNINITIALIZED));
-            if (ntp_likely(p != NULL))
-                return p;
-        }
+        unsigned kind = pool2_kind[(flags >> 6) & 7]; /* maybe NTPOOL_KIND_REFUSED */
+        /* Two calls, so that each copy of the fast path knows whether it zeroes. */
+        void *p = (flags & POOL_FLAG_UNINITIALIZED) ? ex_fast(kind, n, tag, NTPOOL_PRIO_NORMAL, 0)
+                                                    : ex_fast(kind, n, tag, NTPOOL_PRIO_NORMAL, 1);
+        if (ntp_likely(p != NULL))
+            return p;
     }
     return pool2_slow(flags, n, tag, NTP_ENTRY_CALLER());
 }
@@ -581,7 +585,8 @@ NTP_NOINLINE static void ex_free_remote(ntp_span_t *s, _Atomic uint32_t *lp, uin
 
 NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 {
-    if (ntp_likely(ntp_self.irql <= APC_LEVEL && !ntp_vf_on())) {
+    /* With the Verifier on, ntp_pool_free_own says -1 (the heap's gate): the full path. */
+    if (ntp_likely(ntp_self.irql <= APC_LEVEL)) {
         ntp_span_t *s;
         _Atomic uint32_t *lp;
         uint32_t lab;

@@ -30,6 +30,7 @@ ntp_heap_global_t ntp_heap = {
 };
 
 ntp_span_t ntp_empty_span; /* free == NULL, owner == NULL: every path through it is slow */
+ntp_span_t ntp_no_span;    /* all zero: see internal.h */
 
 ntp_theap_t ntp_empty_heap = {
     .cur = {[0 ... NTPOOL_KINDS - 1] = {[0 ... NTP_CLASSES - 1] = &ntp_empty_span}},
@@ -655,7 +656,7 @@ static ntpool_hf_t classify(uintptr_t a, ntp_span_t **sp, uint32_t *idxp, ntpool
         while (ntp_load(&ntp_segmap[c >> NTP_SEG_SHIFT]) == NTP_SEGMAP_JUMBO)
             c -= NTP_SEG_SIZE;
         ntp_segment_t *seg = (ntp_segment_t *)(c + NTP_SEG_HDR_OFFSET);
-        ntp_span_t *s = ntp_load(&seg->slice_span[1]);
+        ntp_span_t *s = ntp_slice_span(seg, 1);
         info->kind = seg->kind;
         if (s == NULL || a - s->base >= s->len)
             return NTPOOL_HF_NOT_ALLOCATED;
@@ -669,7 +670,7 @@ static ntpool_hf_t classify(uintptr_t a, ntp_span_t **sp, uint32_t *idxp, ntpool
     }
     ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
     info->kind = seg->kind;
-    ntp_span_t *s = ntp_load(&seg->slice_span[(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1)]);
+    ntp_span_t *s = ntp_slice_span(seg, (unsigned)(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1));
     if (s == NULL)
         return NTPOOL_HF_NOT_ALLOCATED;
     uint32_t idx;

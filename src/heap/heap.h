@@ -120,10 +120,15 @@ extern _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS];
 /* Per kind, bit L set while its budget's committed bytes have reached limit[L]: requests at
  * level L are refused outright. Refreshed wherever committed bytes change (slow paths only), so
  * the fast path's admission is one byte test. */
-extern _Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS];
+extern _Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS + 1];
+/* The entry after the kinds' is always fully closed: an entry point that maps bad request
+ * flags to this "kind" needs no test of its own, the admission test refuses it. */
+#define NTPOOL_KIND_REFUSED NTPOOL_KINDS
 /* Bit 7 of every kind's byte, beside the level bits: set while every allocation must take its
  * full path (the Verifier is on), so that the fast path's one admission test covers that too. */
 #define NTPOOL_HEAP_GATE 0x80u
+/* Shut (1) or open (0) the gate: every allocation's bit above, and every segment's mark in the
+ * segment map, which sends every free to its full path the same way (NTP_SEGMAP_GATED). */
 void ntpool_heap_set_gate(int on);
 
 /* Return the calling thread's cached spans and empty memory to the OS now. */

@@ -125,18 +125,24 @@ NTP_INLINE int ntp_span_big_start(const ntp_span_t *s, uintptr_t off, unsigned *
  *    1  a live block of another thread's (or an abandoned) span that passed every check: the
  *       same outputs, and ntp_heap_free_remote, out of line, claims it (callers make it a tail
  *       call);
- *   -1  anything else: the out-of-line ntpool_heap_free decides. */
-NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, ntp_span_t **rs,
-                                  _Atomic uint32_t **rlp, uint32_t *rlab)
+ *   -1  anything else: the out-of-line ntpool_heap_free decides.
+ * While the heap's gate is shut (the Verifier is on) every free is -1, unless gated is set. */
+NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, int gated,
+                                  ntp_span_t **rs, _Atomic uint32_t **rlp, uint32_t *rlab)
 {
     uintptr_t a = (uintptr_t)p;
     uintptr_t cell = a >> NTP_SEG_SHIFT; /* past the map exactly when a >> NTP_VA_BITS != 0 */
-    if (ntp_unlikely(cell >= NTP_SEGMAP_SIZE || ntp_load(&ntp_segmap[cell]) != NTP_SEGMAP_SEG))
+    if (ntp_unlikely(cell >= NTP_SEGMAP_SIZE))
+        return -1;
+    uint8_t m = ntp_load(&ntp_segmap[cell]);
+    if (ntp_unlikely(gated ? !ntp_segmap_is_seg(m) : m != NTP_SEGMAP_SEG))
         return -1;
     ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
-    ntp_span_t *s = ntp_load(&seg->slice_span[(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1)]);
-    if (ntp_unlikely(s == NULL))
-        return -1; /* not in a live span */
+    /* ntp_no_span when p is in no span: it fails the block test below like a huge span. The
+     * slot's byte offset by one shift and one mask: as an index, gcc adds the array's offset
+     * in an instruction of its own. */
+    uintptr_t slot = (a >> (NTP_SLICE_SHIFT - 3)) & ((uintptr_t)(NTP_SLICES - 1) << 3);
+    ntp_span_t *s = ntp_load((_Atomic(ntp_span_t *) *)((char *)seg->slice_span + slot));
     uintptr_t off = a - s->base;
     unsigned idx;
     /* One multiplication divides the offset in the page by the block size and says whether it
@@ -207,7 +213,7 @@ NTP_INLINE int ntpool_heap_free_fast(void *p, uint32_t expect, ntpool_block_info
     ntp_span_t *s;
     _Atomic uint32_t *lp;
     uint32_t lab;
-    int r = ntp_heap_free_find(p, expect, 0, &s, &lp, &lab);
+    int r = ntp_heap_free_find(p, expect, 0, 1, &s, &lp, &lab);
     if (ntp_unlikely(r < 0))
         return -1;
     uint32_t idx = (uint32_t)(lp - s->labels);

@@ -56,6 +56,15 @@
 #define NTP_SEGMAP_NONE 0
 #define NTP_SEGMAP_SEG 1   /* a segment header lives at the masked address */
 #define NTP_SEGMAP_JUMBO 2 /* continuation of a jumbo segment (one block larger than 4 MiB) */
+/* Or'ed into a segment's NTP_SEGMAP_SEG while the heap's gate is shut (ntpool_heap_set_gate):
+ * then the inline free, which takes only NTP_SEGMAP_SEG, sends every free to the full path,
+ * with no test of its own. ntp_segmap_is_seg takes both. */
+#define NTP_SEGMAP_GATED 4
+
+static inline int ntp_segmap_is_seg(uint8_t m)
+{
+    return (m & ~NTP_SEGMAP_GATED) == NTP_SEGMAP_SEG;
+}
 
 /* Size classes. */
 #define NTP_SMALL_CLASSES 39
@@ -147,7 +156,8 @@ typedef struct ntp_segment {
     uint64_t dirty_mask; /* free slices whose pages may be resident */
     uint64_t dirty_since_ms;
     struct ntp_segment *next, *prev; /* kind's list */
-    _Atomic(ntp_span_t *) slice_span[NTP_SLICES]; /* owning span, NULL when free */
+    /* Each slice's span; ntp_no_span while the slice is in none (ntp_slice_span says NULL) */
+    _Atomic(ntp_span_t *) slice_span[NTP_SLICES];
     ntp_span_t span[NTP_SLICES];                  /* descriptor of a span starting at slice i */
 } ntp_segment_t;
 
@@ -242,6 +252,16 @@ extern ntp_heap_global_t ntp_heap;
 extern _Atomic uint8_t ntp_segmap[NTP_SEGMAP_SIZE];
 extern ntp_theap_t ntp_empty_heap;
 extern ntp_span_t ntp_empty_span;
+/* What segment->slice_span holds for a slice in no span: divisor 0 and no shape, so that the
+ * free's block test fails on it as on any span it cannot take, with no test of its own. */
+extern ntp_span_t ntp_no_span;
+
+/* The span slice i of seg is in, or NULL. */
+static inline ntp_span_t *ntp_slice_span(ntp_segment_t *seg, unsigned i)
+{
+    ntp_span_t *s = ntp_load(&seg->slice_span[i]);
+    return s == &ntp_no_span ? NULL : s;
+}
 extern _Atomic int ntp_heap_ready;
 
 /* Size classes (classes.c). Tables are filled by ntp_classes_init before any real span exists;

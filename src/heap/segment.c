@@ -36,11 +36,21 @@ static void segmap_set(uintptr_t base, size_t size, uint8_t first, uint8_t rest)
         ntp_store(&ntp_segmap[a >> NTP_SEG_SHIFT], a == base ? first : rest);
 }
 
+/* What a live segment's first cell holds: NTP_SEGMAP_SEG, with NTP_SEGMAP_GATED while the gate
+ * is shut. Written by ntpool_heap_set_gate before it walks the segments, read under a kind's
+ * lock wherever a cell is set, so that every segment ends with the last value stored. */
+static _Atomic uint8_t seg_code = NTP_SEGMAP_SEG;
+
+static void segmap_set_live(uintptr_t base, size_t size)
+{
+    segmap_set(base, size, ntp_load(&seg_code), NTP_SEGMAP_JUMBO);
+}
+
 /* ---- budget ---------------------------------------------------------------------------- */
 
 /* Read by every allocation, written by slow paths: on lines of their own. */
 _Atomic uint64_t ntpool_heap_committed_v[NTPOOL_BUDGETS] NTP_ALIGNED(64);
-_Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS] NTP_ALIGNED(64);
+_Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS + 1] NTP_ALIGNED(64) = {[NTPOOL_KIND_REFUSED] = 0xFF};
 
 /* Recompute the closed bits of budget b from its committed bytes. Racing refreshes may store
  * a stale value; whoever stores last re-checks that nothing changed meanwhile. */
@@ -77,6 +87,21 @@ void ntpool_heap_set_gate(int on)
         else
             atomic_fetch_and_explicit(&ntpool_heap_closed[k], (uint8_t)~NTPOOL_HEAP_GATE,
                                       memory_order_seq_cst);
+    }
+    /* The frees' gate: every listed segment's cell. Jumbo segments are in no list and keep the
+     * value they were mapped with: their one block is huge, which the inline free never takes
+     * anyway. Before the heap is ready there are no segments (and no locks to take): the first
+     * ones are mapped after ntp_heap_ready is set, and so read the code stored here. */
+    atomic_store(&seg_code, (uint8_t)(on ? NTP_SEGMAP_SEG | NTP_SEGMAP_GATED : NTP_SEGMAP_SEG));
+    if (!atomic_load(&ntp_heap_ready))
+        return;
+    for (unsigned kind = 0; kind < NTPOOL_KINDS; kind++) {
+        ntp_kind_t *k = &ntp_heap.kind[kind];
+        pthread_mutex_lock(&k->lock);
+        uint8_t code = ntp_load(&seg_code); /* the last stored, should calls race */
+        for (ntp_segment_t *seg = k->segs; seg != NULL; seg = seg->next)
+            ntp_store(&ntp_segmap[seg_base(seg) >> NTP_SEG_SHIFT], code);
+        pthread_mutex_unlock(&k->lock);
     }
 }
 
@@ -155,6 +180,8 @@ static ntp_segment_t *seg_map(unsigned kind, size_t size, int jumbo)
         return NULL;
     ntp_segment_t *seg = seg_of_base((uintptr_t)base);
     seg->magic = NTP_SEG_MAGIC;
+    for (unsigned i = 0; i < NTP_SLICES; i++)
+        ntp_store(&seg->slice_span[i], &ntp_no_span);
     seg->kind = (uint8_t)kind;
     seg->jumbo = (uint8_t)jumbo;
     seg->size = size;
@@ -172,7 +199,7 @@ static ntp_segment_t *seg_map(unsigned kind, size_t size, int jumbo)
     /* The page below the header is never used: make it a guard when the kernel can do that
      * without splitting the mapping, so an overrun of the segment below faults. */
     (void)ntpool_os_advise(base, NTP_PAGE_SIZE, MADV_GUARD_INSTALL);
-    segmap_set((uintptr_t)base, size, NTP_SEGMAP_SEG, NTP_SEGMAP_JUMBO);
+    segmap_set_live((uintptr_t)base, size);
     if (!jumbo)
         seg_link(k, seg);
     k->segs_mapped++;
@@ -223,7 +250,7 @@ static int seg_unmap(unsigned kind, ntp_segment_t *seg)
         return 0;
     dirty_set(k, seg, dirty);
     /* Could not unmap: keep it as ours so the memory is not lost to a wild reuse. */
-    segmap_set(base, size, NTP_SEGMAP_SEG, NTP_SEGMAP_JUMBO);
+    segmap_set_live(base, size);
     k->segs_unmapped--;
     if (!seg->jumbo)
         seg_link(k, seg);
@@ -379,7 +406,7 @@ void ntp_span_release(ntp_span_t *s)
         ntp_uncommit(kind, s->charged);
     pthread_mutex_lock(&k->lock);
     for (unsigned i = first; i < first + n; i++)
-        ntp_store(&seg->slice_span[i], NULL);
+        ntp_store(&seg->slice_span[i], &ntp_no_span);
     uint64_t bits = slice_bits(first, n);
     seg->free_mask |= bits;
     if (touched) {

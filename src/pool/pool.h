@@ -95,13 +95,13 @@ void ntp_pool_free_uncounted(ntp_span_t *s, _Atomic uint32_t *lp, uint32_t label
  * quota charged), freed and counted. 0 when done; 1 when p is a live block of another thread's
  * span (*rs, *rlp, *rlab as ntp_heap_free_find says: call ntp_pool_free_remote, best as a
  * tail call); -1 when the caller must take its full path (a bad address, a wrong tag, a quota
- * charge, a huge block).
+ * charge, a huge block, the Verifier on: see ntp_heap_free_find).
  * The tag is counted before the block is put back, so that nothing is live across the put but
  * the block: the rare tag this thread has not counted is one call at the end. */
 NTP_INLINE int ntp_pool_free_own(void *p, uint32_t expect, ntp_span_t **rs,
                                  _Atomic uint32_t **rlp, uint32_t *rlab)
 {
-    int r = ntp_heap_free_find(p, expect, 1, rs, rlp, rlab);
+    int r = ntp_heap_free_find(p, expect, 1, 0, rs, rlp, rlab);
     if (ntp_unlikely(r != 0))
         return r;
 #if NTPOOL_ACCOUNTING

@@ -35,8 +35,13 @@ void ntp_vf_configure(void)
     int selecting = sp.all || sp.ntags > 0 || sp.size_max > 0;
     atomic_store(&ntp_vf_flags, flags);
     int active = flags != 0 || selecting;
+    /* The fast paths test the heap's gate, not ntp_vf_active: it is shut before the Verifier
+     * starts and opened after it stops, so that no block it records can be freed inline. */
+    if (active)
+        ntpool_heap_set_gate(1);
     __atomic_store_n(&ntp_vf_active, active, __ATOMIC_SEQ_CST);
-    ntpool_heap_set_gate(active); /* the allocations' fast paths test this one */
+    if (!active)
+        ntpool_heap_set_gate(0);
 }
 
 int ntp_vf_tag_match(const char *pat, uint32_t tag)

@@ -24,10 +24,11 @@
 #define NTP_VF_SYSTEMATIC_LRS 0x40000u
 #define NTP_VF_CODE_INTEGRITY 0x2000000u
 
-/* Nonzero while any verifier feature or special-pool selection is on. The frees' fast paths
- * test it (the allocations' test the heap's gate, which follows it): through ntp_vf_on, a
- * relaxed load that compiles to one compare with memory (an _Atomic object costs gcc an extra
- * address computation). */
+/* Nonzero while any verifier feature or special-pool selection is on. The fast paths test the
+ * heap's gate instead (ntpool_heap_set_gate: the allocations' admission byte, the frees'
+ * segment map), which is shut while this is set; the full paths test this, through ntp_vf_on,
+ * a relaxed load that compiles to one compare with memory (an _Atomic object costs gcc an
+ * extra address computation). */
 extern NTP_HIDDEN uint32_t ntp_vf_active;
 #define ntp_vf_on() __atomic_load_n(&ntp_vf_active, __ATOMIC_RELAXED)
 /* The NTPOOL_VERIFIER flags in force (0: the automatic checks are off too). */

@@ -226,6 +226,33 @@ START_TEST(untracked_blocks)
 }
 END_TEST
 
+/* Blocks tracked in memory the pool had before tracking came on: turning the Verifier on shuts
+ * the inline free for the segments already mapped too, so their frees are seen. */
+START_TEST(tracked_in_old_segments)
+{
+    api_open();
+    void *old[3] = {K.alloc2(POOL_FLAG_NON_PAGED, 40, TAG), K.alloc2(POOL_FLAG_PAGED, 40, TAG),
+                    K.alloc2(POOL_FLAG_NON_PAGED, 3 * 4096, TAG)};
+    tracking("0x8");
+    void *q[3] = {K.alloc2(POOL_FLAG_NON_PAGED, 40, TAG), K.alloc2(POOL_FLAG_PAGED, 40, TAG),
+                  K.alloc2(POOL_FLAG_NON_PAGED, 3 * 4096, TAG)};
+    ck_assert_uint_eq(K.leak_report(-1), 3);
+    for (int i = 0; i < 3; i++)
+        K.free_tag(q[i], TAG);
+    ntpool_driver_stats_t st = stats(NULL);
+    ck_assert_uint_eq(st.total_allocations, 3);
+    ck_assert_uint_eq(st.total_frees, 3);
+    ck_assert_uint_eq(K.leak_report(-1), 0);
+    /* Off again: the inline free is back, and frees it does are not tracked. */
+    tracking("0");
+    void *r = K.alloc2(POOL_FLAG_NON_PAGED, 40, TAG);
+    K.free_tag(r, TAG);
+    for (int i = 0; i < 3; i++)
+        K.free_tag(old[i], TAG);
+    ck_assert_uint_eq(stats(NULL).total_frees, 3);
+}
+END_TEST
+
 /* ---- drivers ------------------------------------------------------------------------------------- */
 
 START_TEST(driver_object)
@@ -577,6 +604,7 @@ int main(void)
     Suite *s = suite_create("tracking");
     NTP_CASE(s, "overrun", overrun);
     NTP_CASE(s, "untracked_blocks", untracked_blocks);
+    NTP_CASE(s, "tracked_in_old_segments", tracked_in_old_segments);
     NTP_CASE(s, "driver_object", driver_object);
     NTP_CASE(s, "attribution", attribution);
     NTP_CASE(s, "clean_unload", clean_unload);
