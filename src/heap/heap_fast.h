@@ -189,7 +189,7 @@ NTP_INLINE void ntp_heap_free_put(ntp_span_t *s, _Atomic uint32_t *lp, void *p)
     /* A block of the current span goes to the bin while it has room; another span's binoff
      * names a bin with no room. */
     ntp_bin_t *bin = (ntp_bin_t *)((char *)h + s->binoff);
-    uint32_t n = bin->n;
+    size_t n = bin->n;
     if (ntp_likely(n < bin->cap)) {
         *(uint64_t *)p = bin->cookie;
         bin->blk[n] = p;
