@@ -143,13 +143,14 @@ void ntpool_heap_init(void)
 
 /* ---- thread heaps -------------------------------------------------------------------------- */
 
-/* Blocks a bin of a small class may hold: NTP_BIN_CAP, fewer for the largest classes, so that
- * a bin holds at most ~32 KiB. Classes of whole pages have no bin. */
+/* Blocks a bin may hold: NTP_BIN_CAP, fewer for the largest classes, so that a bin of a small
+ * class holds at most ~32 KiB and one of whole pages at most 32 KiB (from 8 blocks of a page
+ * down to one of 8 pages), and classes of more pages have none. */
 static uint32_t bin_cap(unsigned cls)
 {
-    if (cls >= NTP_SMALL_CLASSES)
-        return 0;
     uint32_t cap = (32u << 10) / ntp_classes[cls].size;
+    if (cls >= NTP_SMALL_CLASSES)
+        return cap;
     return cap < 4 ? 4 : cap > NTP_BIN_CAP ? NTP_BIN_CAP : cap;
 }
 

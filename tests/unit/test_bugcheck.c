@@ -756,9 +756,9 @@ END_TEST
 
 /* Damage the first 8 bytes of a freed 400-byte block, then allocate 400 bytes up to `tries`
  * times: a bug check must come, and no address outside the pool may be handed out first. */
-static void write_after_free(int tries)
+static void write_after_free(int tries, SIZE_T SZ)
 {
-    enum { SZ = 400, MAXT = 1000 };
+    enum { MAXT = 1000 };
     static void *volatile got[MAXT];
     volatile int n = 0;
     void *a = ExAllocatePool2(POOL_FLAG_NON_PAGED, SZ, TAG);
@@ -819,7 +819,15 @@ static void write_after_free(int tries)
  * the blocks carved ahead are gone (at most a span's worth of allocations). */
 START_TEST(write_after_free_eventually)
 {
-    write_after_free(1000);
+    write_after_free(1000, 400);
+}
+END_TEST
+
+/* Blocks of whole pages are cached per thread too (one and two pages here). */
+START_TEST(write_after_free_pages)
+{
+    write_after_free(1000, 4096);
+    write_after_free(1000, 2 * 4096);
 }
 END_TEST
 
@@ -1000,6 +1008,7 @@ int main(void)
     NTP_CASE(s, "raise_irql_lower", raise_irql_to_lower);
     NTP_CASE(s, "lower_irql_higher", lower_irql_to_higher);
     NTP_CASE(s, "write_after_free_eventually", write_after_free_eventually);
+    NTP_CASE(s, "write_after_free_pages", write_after_free_pages);
     NTP_CASE(s, "report_double_free", report_double_free_line);
     NTP_CASE(s, "report_wrong_tag", report_wrong_tag_text);
     NTP_CASE(s, "bugcheck_names", bugcheck_names);
