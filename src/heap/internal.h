@@ -189,8 +189,6 @@ typedef struct ntp_bin {
     _Atomic uint32_t *lab[NTP_BIN_CAP];
 } ntp_bin_t;
 _Static_assert(sizeof(ntp_bin_t) == 256, "a bin is four cache lines");
-_Static_assert(offsetof(ntp_bin_t, lab) == offsetof(ntp_bin_t, blk) + NTP_BIN_CAP * sizeof(void *),
-               "a held block's label address is NTP_BIN_CAP entries after it");
 
 typedef struct ntp_theap {
     /* --- the fast path's table: current span of each kind and class --- */
