@@ -22,6 +22,7 @@
 /* On the declaration of a library global that fast paths read: -fvisibility=hidden marks only
  * definitions, and an extern declaration without it is reached through the GOT (an address
  * load before every access); with it, a scalar is one RIP-relative operand. */
+#define NTP_HIDDEN __attribute__((visibility("hidden")))
 /* The caller an entry point's slow path reports (a bug check's "caller" parameter). Keeping
  * the entry point's return address live until its slow path would hold a register through the
  * fast path, and save one on every call. So in optimised builds the entry point passes
@@ -37,7 +38,6 @@
 /* In the out-of-line function an entry point tail-called: the caller it was given, or its own
  * return address, which is then the entry point's caller's. */
 #define ntp_caller(c) ((c) != NULL ? (c) : (const void *)__builtin_return_address(0))
-#define NTP_HIDDEN __attribute__((visibility("hidden")))
 /* Thread-local data of the library: initial-exec, so an access is one %fs-relative load even in
  * the shared library (the general-dynamic model costs a __tls_get_addr call, ~1.3 ns). */
 #define NTP_TLS __thread __attribute__((tls_model("initial-exec")))

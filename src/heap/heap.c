@@ -119,6 +119,7 @@ static void heap_init_once(void)
         ntp_heap.cfg.segment_cache = 1;
     }
     ntp_classes_init();
+    ntp_slicetab_init();
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         pthread_mutex_init(&ntp_heap.kind[k].lock, NULL);
     for (unsigned b = 0; b < NTPOOL_BUDGETS; b++)

@@ -127,8 +127,8 @@ extern _Atomic uint8_t ntpool_heap_closed[NTPOOL_KINDS + 1];
 /* Bit 7 of every kind's byte, beside the level bits: set while every allocation must take its
  * full path (the Verifier is on), so that the fast path's one admission test covers that too. */
 #define NTPOOL_HEAP_GATE 0x80u
-/* Shut (1) or open (0) the gate: every allocation's bit above, and every segment's mark in the
- * segment map, which sends every free to its full path the same way (NTP_SEGMAP_GATED). */
+/* Shut (1) or open (0) the gate: every allocation's bit above, and the inline free's bound of
+ * the slice table, which sends every free to its full path the same way. */
 void ntpool_heap_set_gate(int on);
 
 /* Return the calling thread's cached spans and empty memory to the OS now. */

@@ -126,23 +126,22 @@ NTP_INLINE int ntp_span_big_start(const ntp_span_t *s, uintptr_t off, unsigned *
  *       same outputs, and ntp_heap_free_remote, out of line, claims it (callers make it a tail
  *       call);
  *   -1  anything else: the out-of-line ntpool_heap_free decides.
- * While the heap's gate is shut (the Verifier is on) every free is -1, unless gated is set. */
-NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, int gated,
+ * While the heap's gate is shut (the Verifier is on) every free is -1, unless through_gate is
+ * set. */
+NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, int through_gate,
                                   ntp_span_t **rs, _Atomic uint32_t **rlp, uint32_t *rlab)
 {
     uintptr_t a = (uintptr_t)p;
-    uintptr_t cell = a >> NTP_SEG_SHIFT; /* past the map exactly when a >> NTP_VA_BITS != 0 */
-    if (ntp_unlikely(cell >= NTP_SEGMAP_SIZE))
+    /* The slice table: past its bound (above 2^NTP_VA_BITS, no table, or the gate shut) and
+     * slices in no span go to the full path. */
+    uintptr_t cell = a >> NTP_SLICE_SHIFT;
+    uintptr_t bound = through_gate ? atomic_load_explicit(&ntp_slicetab_cells, memory_order_acquire)
+                                   : atomic_load_explicit(&ntp_slicetab_open, memory_order_acquire);
+    if (ntp_unlikely(cell >= bound))
         return -1;
-    uint8_t m = ntp_load(&ntp_segmap[cell]);
-    if (ntp_unlikely(gated ? !ntp_segmap_is_seg(m) : m != NTP_SEGMAP_SEG))
+    ntp_span_t *s = ntp_load(&ntp_slicetab[cell]);
+    if (ntp_unlikely(s == NULL))
         return -1;
-    ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
-    /* ntp_no_span when p is in no span: it fails the block test below like a huge span. The
-     * slot's byte offset by one shift and one mask: as an index, gcc adds the array's offset
-     * in an instruction of its own. */
-    uintptr_t slot = (a >> (NTP_SLICE_SHIFT - 3)) & ((uintptr_t)(NTP_SLICES - 1) << 3);
-    ntp_span_t *s = ntp_load((_Atomic(ntp_span_t *) *)((char *)seg->slice_span + slot));
     uintptr_t off = a - s->base;
     unsigned idx;
     /* One multiplication divides the offset in the page by the block size and says whether it

@@ -56,15 +56,14 @@
 #define NTP_SEGMAP_NONE 0
 #define NTP_SEGMAP_SEG 1   /* a segment header lives at the masked address */
 #define NTP_SEGMAP_JUMBO 2 /* continuation of a jumbo segment (one block larger than 4 MiB) */
-/* Or'ed into a segment's NTP_SEGMAP_SEG while the heap's gate is shut (ntpool_heap_set_gate):
- * then the inline free, which takes only NTP_SEGMAP_SEG, sends every free to the full path,
- * with no test of its own. ntp_segmap_is_seg takes both. */
-#define NTP_SEGMAP_GATED 4
-
-static inline int ntp_segmap_is_seg(uint8_t m)
-{
-    return (m & ~NTP_SEGMAP_GATED) == NTP_SEGMAP_SEG;
-}
+/* The slice table: one word per 64 KiB slice of the address space below 2^NTP_VA_BITS, a flat
+ * array reserved once (2^31 words: 16 GiB of address space with no swap reserved; only the
+ * pages over segments in use are ever touched, one per 32 MiB). A slice in a span holds the
+ * span's address, any other NULL (never touched reads as NULL). It mirrors the
+ * segments' slice_span under the same rules (written under the kind's lock, set before a block
+ * is handed out, cleared only when the span holds none), so that the inline free finds a span
+ * with one bound test and one load, and no segment map. */
+#define NTP_SLICETAB_CELLS ((uintptr_t)1 << (NTP_VA_BITS - NTP_SLICE_SHIFT))
 
 /* Size classes. */
 #define NTP_SMALL_CLASSES 39
@@ -250,9 +249,17 @@ extern ntp_heap_global_t ntp_heap;
 extern _Atomic uint8_t ntp_segmap[NTP_SEGMAP_SIZE];
 extern ntp_theap_t ntp_empty_heap;
 extern ntp_span_t ntp_empty_span;
-/* What segment->slice_span holds for a slice in no span: divisor 0 and no shape, so that the
- * free's block test fails on it as on any span it cannot take, with no test of its own. */
+/* What segment->slice_span holds for a slice in no span (all zero; ntp_slice_span says NULL). */
 extern ntp_span_t ntp_no_span;
+/* The slice table (above). */
+extern NTP_HIDDEN _Atomic(ntp_span_t *) *ntp_slicetab;
+/* The entries the inline free may read: NTP_SLICETAB_CELLS once the table is mapped (0 before,
+ * or when it could not be: every free then takes the full path); ntp_slicetab_open the same
+ * while the heap's gate is open and 0 while it is shut (ntpool_heap_set_gate), so that the
+ * bound test sends every free of the gated path to the full path with no test of its own.
+ * Published after ntp_slicetab, read with acquire: a reader that passes a bound sees it. */
+extern NTP_HIDDEN _Atomic uintptr_t ntp_slicetab_cells, ntp_slicetab_open;
+void ntp_slicetab_init(void);
 
 /* The span slice i of seg is in, or NULL. */
 static inline ntp_span_t *ntp_slice_span(ntp_segment_t *seg, unsigned i)

@@ -36,14 +36,48 @@ static void segmap_set(uintptr_t base, size_t size, uint8_t first, uint8_t rest)
         ntp_store(&ntp_segmap[a >> NTP_SEG_SHIFT], a == base ? first : rest);
 }
 
-/* What a live segment's first cell holds: NTP_SEGMAP_SEG, with NTP_SEGMAP_GATED while the gate
- * is shut. Written by ntpool_heap_set_gate before it walks the segments, read under a kind's
- * lock wherever a cell is set, so that every segment ends with the last value stored. */
-static _Atomic uint8_t seg_code = NTP_SEGMAP_SEG;
-
 static void segmap_set_live(uintptr_t base, size_t size)
 {
-    segmap_set(base, size, ntp_load(&seg_code), NTP_SEGMAP_JUMBO);
+    segmap_set(base, size, NTP_SEGMAP_SEG, NTP_SEGMAP_JUMBO);
+}
+
+/* ---- the slice table ------------------------------------------------------------------- */
+
+/* Until the table is mapped (or if it cannot be) its bounds are 0: no entry is ever read. */
+static _Atomic(ntp_span_t *) slicetab_none[1];
+_Atomic(ntp_span_t *) *ntp_slicetab = slicetab_none;
+_Atomic uintptr_t ntp_slicetab_cells, ntp_slicetab_open;
+static _Atomic int slicetab_gate; /* the gate's state (1 shut), whenever the table is mapped */
+
+/* cells_open from the gate and the table: whoever stores last has read the last gate. */
+static void slicetab_open_refresh(void)
+{
+    int g;
+    do {
+        g = atomic_load(&slicetab_gate);
+        atomic_store(&ntp_slicetab_open, g ? 0 : atomic_load(&ntp_slicetab_cells));
+    } while (atomic_load(&slicetab_gate) != g);
+}
+
+void ntp_slicetab_init(void)
+{
+    _Atomic(ntp_span_t *) *t = ntpool_os_reserve(NTP_SLICETAB_CELLS * sizeof *t, NTP_PAGE_SIZE, 0);
+    if (t == NULL)
+        return; /* every free takes the full path, which does not need the table */
+    ntp_slicetab = t;
+    atomic_store_explicit(&ntp_slicetab_cells, NTP_SLICETAB_CELLS, memory_order_release);
+    slicetab_open_refresh();
+}
+
+/* Slices first..first+n-1 of seg: in span s, or (NULL) in none. Kind lock held. */
+static void slicetab_set(ntp_segment_t *seg, unsigned first, unsigned n, ntp_span_t *s)
+{
+    if (ntp_load(&ntp_slicetab_cells) == 0)
+        return;
+    uintptr_t cell = ((uintptr_t)seg - NTP_SEG_HDR_OFFSET + ((uintptr_t)first << NTP_SLICE_SHIFT)) >>
+                     NTP_SLICE_SHIFT;
+    for (unsigned i = 0; i < n; i++)
+        ntp_store(&ntp_slicetab[cell + i], s);
 }
 
 /* ---- budget ---------------------------------------------------------------------------- */
@@ -88,21 +122,9 @@ void ntpool_heap_set_gate(int on)
             atomic_fetch_and_explicit(&ntpool_heap_closed[k], (uint8_t)~NTPOOL_HEAP_GATE,
                                       memory_order_seq_cst);
     }
-    /* The frees' gate: every listed segment's cell. Jumbo segments are in no list and keep the
-     * value they were mapped with: their one block is huge, which the inline free never takes
-     * anyway. Before the heap is ready there are no segments (and no locks to take): the first
-     * ones are mapped after ntp_heap_ready is set, and so read the code stored here. */
-    atomic_store(&seg_code, (uint8_t)(on ? NTP_SEGMAP_SEG | NTP_SEGMAP_GATED : NTP_SEGMAP_SEG));
-    if (!atomic_load(&ntp_heap_ready))
-        return;
-    for (unsigned kind = 0; kind < NTPOOL_KINDS; kind++) {
-        ntp_kind_t *k = &ntp_heap.kind[kind];
-        pthread_mutex_lock(&k->lock);
-        uint8_t code = ntp_load(&seg_code); /* the last stored, should calls race */
-        for (ntp_segment_t *seg = k->segs; seg != NULL; seg = seg->next)
-            ntp_store(&ntp_segmap[seg_base(seg) >> NTP_SEG_SHIFT], code);
-        pthread_mutex_unlock(&k->lock);
-    }
+    /* The frees' gate: the slice table's bound for the inline free. */
+    atomic_store(&slicetab_gate, on);
+    slicetab_open_refresh();
 }
 
 int ntp_commit(unsigned kind, uint64_t bytes, unsigned level)
@@ -244,6 +266,9 @@ static int seg_unmap(unsigned kind, ntp_segment_t *seg)
     if (seg->locked)
         k->locked_segs--;
     segmap_set(base, size, NTP_SEGMAP_NONE, NTP_SEGMAP_NONE);
+    /* A jumbo segment goes with its block's span still set up (other segments go empty). */
+    if (seg->jumbo)
+        slicetab_set(seg, 1, NTP_SEG_PAYLOAD_SLICES, NULL);
     k->segs_unmapped++;
     dirty_set(k, seg, 0);
     if (ntpool_os_release((void *)base, size) == 0)
@@ -251,6 +276,8 @@ static int seg_unmap(unsigned kind, ntp_segment_t *seg)
     dirty_set(k, seg, dirty);
     /* Could not unmap: keep it as ours so the memory is not lost to a wild reuse. */
     segmap_set_live(base, size);
+    if (seg->jumbo)
+        slicetab_set(seg, 1, NTP_SEG_PAYLOAD_SLICES, &seg->span[1]);
     k->segs_unmapped--;
     if (!seg->jumbo)
         seg_link(k, seg);
@@ -286,6 +313,7 @@ static void span_setup(ntp_segment_t *seg, unsigned first, unsigned n, unsigned 
     s->dirty = (seg->dirty_mask & slice_bits(first, n)) != 0;
     for (unsigned i = first; i < first + n; i++)
         ntp_store(&seg->slice_span[i], s);
+    slicetab_set(seg, first, n, s);
 }
 
 ntp_span_t *ntp_span_carve(unsigned kind, unsigned nslices)
@@ -407,6 +435,7 @@ void ntp_span_release(ntp_span_t *s)
     pthread_mutex_lock(&k->lock);
     for (unsigned i = first; i < first + n; i++)
         ntp_store(&seg->slice_span[i], &ntp_no_span);
+    slicetab_set(seg, first, n, NULL);
     uint64_t bits = slice_bits(first, n);
     seg->free_mask |= bits;
     if (touched) {

@@ -25,7 +25,7 @@ void ntp_corrupt(ntpool_corruption_t what, uintptr_t a, uintptr_t b)
 
 ntp_span_t *ntp_span_of(uintptr_t a)
 {
-    if ((a >> NTP_VA_BITS) != 0 || !ntp_segmap_is_seg(ntp_load(&ntp_segmap[a >> NTP_SEG_SHIFT])))
+    if ((a >> NTP_VA_BITS) != 0 || ntp_load(&ntp_segmap[a >> NTP_SEG_SHIFT]) != NTP_SEGMAP_SEG)
         return NULL;
     ntp_segment_t *seg = (ntp_segment_t *)((a & ~(NTP_SEG_SIZE - 1)) + NTP_SEG_HDR_OFFSET);
     return ntp_slice_span(seg, (unsigned)(a >> NTP_SLICE_SHIFT) & (NTP_SLICES - 1));

@@ -399,11 +399,66 @@ START_TEST(raise_when_os_refuses)
 }
 END_TEST
 
+/* ---- no slice table ---------------------------------------------------------------------------------- */
+
+/* The slice table is 16 GiB of address space reserved when the heap starts; a strict overcommit
+ * policy or an address-space limit may refuse it. Then every free takes the full path, and
+ * nothing else changes: blocks of every size come and go intact, counted, and misuse is still
+ * reported with its code. */
+START_TEST(no_slice_table)
+{
+    ck_assert_msg(!atomic_load(&ntp_heap_ready), "the heap started before the test could refuse its table");
+    ntpool_os_fail(1, 0, ENOMEM, NTPOOL_OS_MAP); /* the heap's first map is the table */
+    void *first = ExAllocatePool2(POOL_FLAG_NON_PAGED, 100, ktags[0]);
+    ck_assert_ptr_nonnull(first);
+    ck_assert_uint_eq(ntpool_os_failures(), 1);
+    ck_assert_msg(atomic_load(&ntp_slicetab_cells) == 0, "the table is in use though its map failed");
+    ntpool_os_fail(0, 0, 0, NTPOOL_OS_CALL_COUNT);
+    static const size_t sizes[] = {16, 100, 512, 4000, 4096, 9000, 65536, 300000, 5u << 20};
+    enum { ROUNDS = 3, PER = 40 };
+    static unsigned char *blk[NK][sizeof sizes / sizeof sizes[0]][PER];
+    for (unsigned r = 0; r < ROUNDS; r++) {
+        for (unsigned k = 0; k < NK; k++)
+            for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+                for (unsigned j = 0; j < PER; j++) {
+                    unsigned char *p = ExAllocatePool2(kflags[k], sizes[i], ktags[k]);
+                    ck_assert_ptr_nonnull(p);
+                    memset(p, (int)(i * 31 + j), sizes[i] < 64 ? sizes[i] : 64);
+                    blk[k][i][j] = p;
+                }
+        for (unsigned k = 0; k < NK; k++)
+            for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+                for (unsigned j = 0; j < PER; j++) {
+                    unsigned char *p = blk[k][i][j];
+                    for (size_t b = 0; b < (sizes[i] < 64 ? sizes[i] : 64); b++)
+                        ck_assert_uint_eq(p[b], (unsigned char)(i * 31 + j));
+                    ExFreePoolWithTag(p, ktags[k]);
+                }
+    }
+    ntpool_tag_stat_t st[16];
+    size_t nt = ntpool_tag_snapshot(st, 16);
+    const ntpool_tag_stat_t *t = ntp_test_find_tag(st, nt < 16 ? nt : 16, ktags[0]);
+    ck_assert_ptr_nonnull(t);
+    uint64_t n0 = (uint64_t)ROUNDS * PER * (sizeof sizes / sizeof sizes[0]);
+    ck_assert_uint_eq(t->pool[0].allocs, n0 + 1);
+    ck_assert_uint_eq(t->pool[0].frees, n0);
+    /* Misuse: a wrong tag, then double frees of a small and a big block. */
+    void *big = ExAllocatePool2(POOL_FLAG_NON_PAGED, 20000, ktags[0]);
+    ck_assert_ptr_nonnull(big);
+    EXPECT_BUGCHECK(0xC2, 0x0A, ExFreePoolWithTag(first, '?xeN'));
+    ExFreePoolWithTag(first, ktags[0]);
+    EXPECT_BUGCHECK(0xC2, 0x07, ExFreePoolWithTag(first, ktags[0]));
+    ExFreePoolWithTag(big, ktags[0]);
+    EXPECT_BUGCHECK(0x19, 0x22, ExFreePoolWithTag(big, ktags[0])); /* a big block: not in the big-page table */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("osfault");
     NTP_CASE(s, "fail_nth", fail_nth_os_call);
     NTP_CASE(s, "fail_from_nth", fail_from_nth_os_call_on);
     NTP_CASE(s, "raise", raise_when_os_refuses);
+    NTP_CASE(s, "no_slice_table", no_slice_table);
     return ntp_test_main(s);
 }
