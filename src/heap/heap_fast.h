@@ -59,6 +59,9 @@ NTP_INLINE void *ntpool_heap_alloc_bin(ntp_bin_t *bin, uint32_t label, int want_
     if (ntp_unlikely(b == NULL))
         return NULL;
     uintptr_t nx = b->next ^ s->key;
+    /* Opaque: gcc would test nx != 0 as next != key, keeping both alive, and the registers
+     * that costs make every allocation save two of its caller's. */
+    __asm__("" : "+r"(nx));
     if (ntp_unlikely(nx - s->base >= s->len) && nx != 0)
         return NULL; /* damaged list: the slow path reports it */
     unsigned idx = ntp_likely(s->shape == NTP_SHAPE_SMALL)
