@@ -92,6 +92,20 @@ extern NTP_TLS ntp_self_t ntp_self;
 #define ntp_bump(p, d) ntp_store((p), ntp_load(p) + (d))
 #endif
 
+/* Whether the low 32 bits of the 64-bit word at p, read relaxed, equal v. On x86-64 one
+ * compare with memory: gcc never folds an atomic load into the instruction that uses it, so
+ * the portable form costs a load into a register of its own too. */
+#if defined(__x86_64__) && !defined(NTP_TSAN)
+static inline __attribute__((always_inline)) int ntp_low32_eq(_Atomic uint64_t *p, uint32_t v)
+{
+    int eq;
+    __asm__("cmpl %2, %1" : "=@ccz"(eq) : "m"(*(const uint32_t *)(void *)p), "r"(v));
+    return eq;
+}
+#else
+#define ntp_low32_eq(p, v) ((uint32_t)ntp_load(p) == (v))
+#endif
+
 /* Register fork handlers once per process image. glibc re-runs a pthread_once routine in a fork
  * child when the fork caught it in progress in another thread; registering twice would make
  * the next fork take the same locks twice. Needs <pthread.h>. */

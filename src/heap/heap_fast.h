@@ -41,12 +41,11 @@ NTP_INLINE void *ntpool_heap_alloc_bin(ntp_bin_t *bin, uint32_t label, int want_
 {
     size_t n = bin->n;
     if (ntp_likely(n != 0)) {
-        n--;
-        void *p = bin->blk[n];
+        void *p = bin->blk[n - 1];
         if (ntp_unlikely(*(uint64_t *)p != bin->cookie))
             return NULL; /* written after its free: the slow path reports it */
-        ntp_store(bin->lab[n], label);
-        bin->n = (uint16_t)n;
+        ntp_store(bin->lab[n - 1], label);
+        bin->n--; /* one decrement in memory: n is not needed again */
         out->size = bin->size;
         if (want_fresh)
             out->fresh = 0;
@@ -196,7 +195,7 @@ NTP_INLINE void ntp_heap_free_put(ntp_span_t *s, _Atomic uint32_t *lp, void *p)
         *(uint64_t *)p = bin->cookie;
         bin->blk[n] = p;
         bin->lab[n] = lp;
-        bin->n = (uint16_t)(n + 1);
+        bin->n++; /* one increment in memory: n is not needed again */
         return;
     }
     ntp_block_t *b = (ntp_block_t *)p;

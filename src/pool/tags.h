@@ -86,7 +86,7 @@ NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
      * (a forgotten key has bit 31 set, which no tag has), so one compare finds it. Never NULL:
      * ntp_tag_miss, whose key no tag matches, when nothing is cached. */
     ntp_tagent_t *e = ntp_self.last_tag[kind];
-    if (ntp_likely((uint32_t)ntp_load(&e->key) == tag)) {
+    if (ntp_likely(ntp_low32_eq(&e->key, tag))) {
         if (e == NULL)
             __builtin_unreachable(); /* it was just read through: callers' NULL tests go */
         return e;
