@@ -603,7 +603,14 @@ NTP_INLINE void ex_free(void *p, uint32_t expect, const void *caller)
 
 NTPOOL_API VOID ExFreePoolWithTag(PVOID p, ULONG tag)
 {
-    ex_free(p, tag & NTPOOL_LABEL_ID, NTP_ENTRY_CALLER());
+    tag &= NTPOOL_LABEL_ID;
+    /* Tag 0 checks no tag: ExFreePool's free, told apart here by the mask's own flags, so
+     * that the free that names its tag tests nothing more. */
+    if (ntp_unlikely(tag == 0)) {
+        ex_free(p, 0, NTP_ENTRY_CALLER());
+        return;
+    }
+    ex_free(p, tag, NTP_ENTRY_CALLER());
 }
 
 NTPOOL_API VOID ExFreePool(PVOID p)
