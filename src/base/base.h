@@ -102,8 +102,16 @@ static inline __attribute__((always_inline)) int ntp_low32_eq(_Atomic uint64_t *
     __asm__("cmpl %2, %1" : "=@ccz"(eq) : "m"(*(const uint32_t *)(void *)p), "r"(v));
     return eq;
 }
+/* Whether the 32-bit relaxed atomic at p is 0: one compare with memory, as above. */
+static inline __attribute__((always_inline)) int ntp_zero32(_Atomic uint32_t *p)
+{
+    int z;
+    __asm__("cmpl $0, %1" : "=@ccz"(z) : "m"(*(const uint32_t *)(void *)p));
+    return z;
+}
 #else
 #define ntp_low32_eq(p, v) ((uint32_t)ntp_load(p) == (v))
+#define ntp_zero32(p) (ntp_load(p) == 0)
 #endif
 
 /* Register fork handlers once per process image. glibc re-runs a pthread_once routine in a fork

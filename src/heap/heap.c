@@ -361,6 +361,7 @@ static void span_init_class(ntp_theap_t *h, ntp_span_t *s, unsigned cls)
     s->binoff = NTP_NOBIN_OFF; /* until it is made current */
     s->bsize = ci->size;
     s->magic = ci->magic;
+    s->bigmagic = cls < NTP_SMALL_CLASSES ? 0 : ci->magic;
     s->per_page = ci->per_page;
     s->reserved = ci->reserved;
     s->shape = cls < NTP_SMALL_CLASSES ? NTP_SHAPE_SMALL : NTP_SHAPE_BIG;

@@ -63,11 +63,13 @@ NTP_INLINE void *ntpool_heap_alloc_bin(ntp_bin_t *bin, uint32_t label, int want_
     __asm__("" : "+r"(nx));
     if (ntp_unlikely(nx - s->base >= s->len) && nx != 0)
         return NULL; /* damaged list: the slow path reports it */
-    unsigned idx = ntp_likely(s->shape == NTP_SHAPE_SMALL)
-                       ? ntp_small_index(s, (uintptr_t)b - s->base)
-                       : (unsigned)((((uint64_t)((uintptr_t)b - s->base) >> NTP_PAGE_SHIFT) *
-                                     s->magic) >> 32);
-    if (ntp_unlikely(ntp_load(&s->labels[idx]) != 0))
+    unsigned idx;
+    if (ntp_likely(s->shape == NTP_SHAPE_SMALL))
+        idx = ntp_small_index(s, (uintptr_t)b - s->base);
+    else
+        idx = (unsigned)((((uint64_t)((uintptr_t)b - s->base) >> NTP_PAGE_SHIFT) * s->bigmagic) >>
+                         32);
+    if (ntp_unlikely(!ntp_zero32(&s->labels[idx])))
         return NULL; /* a free-listed block that is allocated: the slow path reports it */
     ntp_store(&s->labels[idx], label);
     b->next = 0; /* no allocator pointer in the caller's memory; fresh blocks read as zero */

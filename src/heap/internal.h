@@ -114,13 +114,14 @@ typedef struct ntp_span {
     _Atomic(struct ntp_theap *) owner;
     _Atomic uint64_t *xbits;  /* remote frees: a bit per block, NTP_XBITS per word (+NTP_XATTN) */
     uint32_t bsize;           /* block size */
-    uint16_t per_page;        /* small: blocks per 4 KiB page; big: pages per block */
+    uint32_t per_page;        /* small: blocks per 4 KiB page; big: pages per block. 32 bits:
+                               * the fast paths multiply and compare with it in memory */
+    uint32_t binoff;          /* byte offset in its owner of the bin its frees may use: its
+                               * class's while current, else NTP_NOBIN_OFF (set with CUR) */
     uint8_t cls;
     uint8_t kind;
     uint8_t shape;
     uint8_t nslices;
-    uint32_t binoff;          /* byte offset in its owner of the bin its frees may use: its
-                               * class's while current, else NTP_NOBIN_OFF (set with CUR) */
     uint64_t divisor;         /* small: ceil(2^64 / bsize). For x < 2^32 one multiplication
                                * gives x / bsize (high half) and whether bsize divides x (low
                                * half below divisor): a free checks and indexes with one mul.
@@ -134,8 +135,12 @@ typedef struct ntp_span {
     _Atomic uint32_t capacity; /* blocks carved so far (owner-written) */
     uint32_t reserved;        /* blocks the span can hold */
     struct ntp_span *next, *prev; /* heap avail/full list, or the abandoned list */
-    struct ntp_segment *seg;
+    uint64_t bigmagic;        /* big: magic, for the allocation's index. A field of its own,
+                               * so that the two shapes' loads stay apart: gcc loads a shared
+                               * one before the branch, and the register it then holds made
+                               * every allocation save one of its caller's */
     /* --- slow paths --- */
+    struct ntp_segment *seg;
     uint64_t charged;         /* bytes charged to the kind's committed counter */
     uint64_t kept_charge;     /* KEPT: what charged was, charged again when the span is used */
     _Atomic uint32_t huge_label; /* label storage of a one-block span */
