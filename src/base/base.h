@@ -92,6 +92,14 @@ extern NTP_TLS ntp_self_t ntp_self;
 #define ntp_bump(p, d) ntp_store((p), ntp_load(p) + (d))
 #endif
 
+/* Add 1 to a 16-bit count in memory whose old value the caller has in a register but needs
+ * no more: gcc otherwise copies the register, adds to the copy and stores it back. */
+#if defined(__x86_64__) && !defined(NTP_TSAN)
+#define ntp_inc16(p) __asm__("addw $1, %0" : "+m"(*(p)))
+#else
+#define ntp_inc16(p) ((void)++*(p))
+#endif
+
 /* Whether the low 32 bits of the 64-bit word at p, read relaxed, equal v. On x86-64 one
  * compare with memory: gcc never folds an atomic load into the instruction that uses it, so
  * the portable form costs a load into a register of its own too. */

@@ -197,7 +197,7 @@ NTP_INLINE void ntp_heap_free_put(ntp_span_t *s, _Atomic uint32_t *lp, void *p)
         *(uint64_t *)p = bin->cookie;
         bin->blk[n] = p;
         bin->lab[n] = lp;
-        bin->n++; /* one increment in memory: n is not needed again */
+        ntp_inc16(&bin->n);
         return;
     }
     ntp_block_t *b = (ntp_block_t *)p;
