@@ -117,7 +117,15 @@ static inline __attribute__((always_inline)) int ntp_zero32(_Atomic uint32_t *p)
     __asm__("cmpl $0, %1" : "=@ccz"(z) : "m"(*(const uint32_t *)(void *)p));
     return z;
 }
+/* Whether the 8-bit relaxed atomic at p has none of mask's bits set: one test with memory. */
+static inline __attribute__((always_inline)) int ntp_none8(_Atomic uint8_t *p, uint8_t mask)
+{
+    int z;
+    __asm__("testb %2, %1" : "=@ccz"(z) : "m"(*(const uint8_t *)(void *)p), "iq"(mask));
+    return z;
+}
 #else
+#define ntp_none8(p, mask) ((ntp_load(p) & (mask)) == 0)
 #define ntp_low32_eq(p, v) ((uint32_t)ntp_load(p) == (v))
 #define ntp_zero32(p) (ntp_load(p) == 0)
 #endif

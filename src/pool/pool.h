@@ -44,7 +44,7 @@ NTP_INLINE int ntp_pool_admit(unsigned kind, unsigned level)
  * allocation to the full path while the Verifier is on, in one test. */
 NTP_INLINE int ntp_pool_admit_fast(unsigned kind, unsigned level)
 {
-    return (ntp_load(&ntpool_heap_closed[kind]) & ((1u << level) | NTPOOL_HEAP_GATE)) == 0;
+    return ntp_none8(&ntpool_heap_closed[kind], (uint8_t)((1u << level) | NTPOOL_HEAP_GATE));
 }
 
 /* The inline half of an allocation: admission, a block from the thread's current span, and

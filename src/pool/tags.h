@@ -79,7 +79,7 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
 /* The calling thread's counters for (tag, kind), or NULL when it has not counted that pair yet.
  * An entry exists only for tags that passed the allocation checks, so finding one also says
  * the tag is valid: the fast path checks a tag no other way. */
-NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, unsigned kind)
+NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, size_t kind)
 {
     /* The entry this thread counted last for the kind (ntp_self.last_tag): most threads use
      * few tags, so most counts skip the hash. Its key's low half is its tag while it is live
