@@ -50,14 +50,27 @@ struct ntp_theap;
 struct ntp_tagtab;
 struct ntp_tagent;
 #define NTP_SELF_KINDS 3 /* NTPOOL_KINDS, checked where that is known (src/pool/tags.c) */
+/* Where a thread heap's bins start and the bytes of one kind's row of them, for the empty
+ * heap's bins in ntp_self's initialiser; src/heap/internal.h checks both. */
+#define NTP_SELF_BINS_OFF 1536
+#define NTP_SELF_BINS_ROW 16384
 typedef struct ntp_self {
     /* Per pool kind, the tag counters this thread used last (src/pool/tags.h): here rather
      * than in the table, so that a count finds them with one load from the thread pointer
      * (first, so that the load needs no displacement gcc would add separately). */
     struct ntp_tagent *last_tag[NTP_SELF_KINDS];
     struct ntp_theap *heap;
-    struct ntp_tagtab *tags;
+    /* Per pool kind, where heap's bins of the kind start (&heap->bin[kind][0], src/heap): an
+     * allocation's bin is this plus its class times the bin size, with no heap address to
+     * rebuild. Set whenever heap is. */
+    char *bins[NTP_SELF_KINDS];
     unsigned char irql; /* a KIRQL */
+    /* Per pool kind, the thread's tag table (src/pool/tags.h) and, copied from it so that a
+     * lookup reads neither the table nor its size, its entries and its slot mask in bytes
+     * ((slots - 1) * 64). */
+    struct ntp_tagent *tag_ent[NTP_SELF_KINDS];
+    struct ntp_tagtab *tags[NTP_SELF_KINDS];
+    uintptr_t tag_bmask[NTP_SELF_KINDS];
 } ntp_self_t;
 extern NTP_TLS ntp_self_t ntp_self;
 

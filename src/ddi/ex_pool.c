@@ -224,7 +224,7 @@ NTP_NOINLINE static void *ex_alloc(const ex_req_t *r, size_t n)
  * span, at an IRQL no pool minds, with a plain tag. NULL means "take the full path", which
  * repeats every check and reports what is wrong. Assumes: no quota, no cache alignment. kind
  * may be NTPOOL_KIND_REFUSED: the admission test refuses it before anything is indexed by it. */
-NTP_INLINE void *ex_fast(unsigned kind, size_t n, uint32_t tag, unsigned level, int zero)
+NTP_INLINE void *ex_fast(size_t kind, size_t n, uint32_t tag, unsigned level, int zero)
 {
     /* With the Verifier on every call takes the full path: ntp_pool_alloc_fast's admission
      * test says so (the gate bit). */
@@ -287,7 +287,7 @@ NTP_INLINE void *legacy(POOL_TYPE type, size_t n, ULONG tag, unsigned level, int
 {
     unsigned t = (unsigned)type;
     if (ntp_likely((t & ~LEGACY_FAST_BITS) == 0 && !quota)) {
-        unsigned kind = (t & 1) ? NTPOOL_KIND_PAGED : (t & NonPagedPoolNx) ? NTPOOL_KIND_NX : NTPOOL_KIND_EXEC;
+        size_t kind = (t & 1) ? NTPOOL_KIND_PAGED : (t & NonPagedPoolNx) ? NTPOOL_KIND_NX : NTPOOL_KIND_EXEC;
         void *p = ex_fast(kind, n, tag & NTPOOL_LABEL_ID, level, (t & POOL_ZERO_ALLOCATION) != 0);
         if (ntp_likely(p != NULL))
             return p;
@@ -434,7 +434,7 @@ NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
 {
     tag &= NTPOOL_LABEL_ID; /* all either path uses: one register for both */
     if (ntp_likely((flags & ~POOL2_FAST_FLAGS) == 0)) {
-        unsigned kind = pool2_kind[(flags >> 6) & 7]; /* maybe NTPOOL_KIND_REFUSED */
+        size_t kind = pool2_kind[(flags >> 6) & 7]; /* maybe NTPOOL_KIND_REFUSED */
         /* Two calls, so that each copy of the fast path knows whether it zeroes. */
         void *p = (flags & POOL_FLAG_UNINITIALIZED) ? ex_fast(kind, n, tag, NTPOOL_PRIO_NORMAL, 0)
                                                     : ex_fast(kind, n, tag, NTPOOL_PRIO_NORMAL, 1);

@@ -47,6 +47,14 @@ static _Atomic uint64_t kept_total;
 static pthread_once_t heap_once = PTHREAD_ONCE_INIT;
 static _Atomic int cfg_set;
 
+/* The calling thread's heap is h from now on: ntp_self's copy of where its bins are too. */
+static void ntp_self_heap(ntp_theap_t *h)
+{
+    ntp_self.heap = h;
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        ntp_self.bins[k] = (char *)&h->bin[k][0];
+}
+
 /* ---- lists ------------------------------------------------------------------------------- */
 
 static void list_push(ntp_span_list_t *l, ntp_span_t *s)
@@ -199,7 +207,7 @@ static ntp_theap_t *heap_get(void)
     ntp_heap.heaps_live++;
     ntp_heap.heaps_created++;
     pthread_mutex_unlock(&ntp_heap.registry_lock);
-    ntp_self.heap = h;
+    ntp_self_heap(h);
     pthread_setspecific(ntp_heap.key, h);
     return h;
 }
@@ -338,7 +346,7 @@ static void heap_thread_exit(void *arg)
     ntp_theap_t *h = arg;
     if (h == NULL || h == &ntp_empty_heap)
         return;
-    ntp_self.heap = &ntp_empty_heap;
+    ntp_self_heap(&ntp_empty_heap);
     heap_retire(h);
 }
 
@@ -347,7 +355,7 @@ void ntpool_heap_thread_done(void)
     ntp_theap_t *h = ntp_self.heap;
     if (h == &ntp_empty_heap)
         return;
-    ntp_self.heap = &ntp_empty_heap;
+    ntp_self_heap(&ntp_empty_heap);
     pthread_setspecific(ntp_heap.key, NULL);
     heap_retire(h);
 }

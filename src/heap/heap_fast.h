@@ -22,15 +22,11 @@ NTP_INLINE unsigned ntp_small_index(const ntp_span_t *s, uintptr_t off)
     return (unsigned)(off >> NTP_PAGE_SHIFT) * s->per_page + w;
 }
 
-/* The calling thread's bin of (kind, class): where ntpool_heap_alloc_bin takes from. Taken
- * first, so that a caller's further work (the tag's lookup) holds one pointer instead of the
- * kind and the class. */
-NTP_INLINE ntp_bin_t *ntpool_heap_bin(unsigned kind, unsigned cls)
+/* The calling thread's bin of (kind, class): where ntpool_heap_alloc_bin takes from. One add
+ * to the thread-local start of the kind's bins (ntp_self.bins). */
+NTP_INLINE ntp_bin_t *ntpool_heap_bin(size_t kind, size_t cls)
 {
-    ntp_bin_t *bin = &ntp_self.heap->bin[kind][cls];
-    /* Opaque from here: gcc would otherwise rebuild every bin address from the heap and the
-     * indexes (five instructions) instead of using bin with an offset. */
-    __asm__("" : "+r"(bin));
+    ntp_bin_t *bin = (ntp_bin_t *)(ntp_self.bins[kind] + (size_t)cls * sizeof(ntp_bin_t));
     return bin;
 }
 

@@ -211,6 +211,10 @@ typedef struct ntp_theap {
     _Atomic uint64_t n_slow, n_extend, n_collect, n_remote;
 } ntp_theap_t;
 
+_Static_assert(offsetof(ntp_theap_t, bin) == NTP_SELF_BINS_OFF &&
+                   sizeof(ntp_bin_t) * NTP_CUR_STRIDE == NTP_SELF_BINS_ROW,
+               "ntp_self's initialiser finds the empty heap's bins");
+
 #define NTP_NOBIN_OFF ((uint32_t)offsetof(ntp_theap_t, nobin))
 NTP_INLINE uint32_t ntp_bin_off(unsigned kind, unsigned cls)
 {

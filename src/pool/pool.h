@@ -42,7 +42,7 @@ NTP_INLINE int ntp_pool_admit(unsigned kind, unsigned level)
 
 /* The fast path's admission: the level's bit, and the gate (NTPOOL_HEAP_GATE) that sends every
  * allocation to the full path while the Verifier is on, in one test. */
-NTP_INLINE int ntp_pool_admit_fast(unsigned kind, unsigned level)
+NTP_INLINE int ntp_pool_admit_fast(size_t kind, unsigned level)
 {
     return ntp_none8(&ntpool_heap_closed[kind], (uint8_t)((1u << level) | NTPOOL_HEAP_GATE));
 }
@@ -52,7 +52,7 @@ NTP_INLINE int ntp_pool_admit_fast(unsigned kind, unsigned level)
  * the slow path (huge), the gate is shut (the Verifier is on), or this thread has not used the
  * tag with this kind before (the slow path validates the tag then; see ntp_tags_find). Then
  * call ntp_pool_alloc_slow, or the caller's full path. */
-NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label, unsigned level,
+NTP_INLINE void *ntp_pool_alloc_fast(size_t kind, size_t size, uint32_t label, unsigned level,
                                      int want_fresh, ntpool_block_info_t *bi)
 {
     unsigned cls;
@@ -64,17 +64,17 @@ NTP_INLINE void *ntp_pool_alloc_fast(unsigned kind, size_t size, uint32_t label,
         return NULL;
     if (ntp_unlikely(!ntp_pool_admit_fast(kind, level)))
         return NULL;
-    ntp_bin_t *bin = ntpool_heap_bin(kind, cls);
 #if NTPOOL_ACCOUNTING
     ntp_tagent_t *e = ntp_tags_find(label & NTPOOL_LABEL_ID, kind);
     if (ntp_unlikely(e == NULL))
         return NULL;
+    ntp_bin_t *bin = ntpool_heap_bin(kind, cls);
     void *p = ntpool_heap_alloc_bin(bin, label, want_fresh, bi);
     if (ntp_likely(p != NULL))
         ntp_tags_add_alloc(e, (int64_t)bi->size);
     return p;
 #else
-    return ntpool_heap_alloc_bin(bin, label, want_fresh, bi);
+    return ntpool_heap_alloc_bin(ntpool_heap_bin(kind, cls), label, want_fresh, bi);
 #endif
 }
 

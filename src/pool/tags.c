@@ -11,17 +11,28 @@
 #include "../heap/internal.h" /* ntp_meta_alloc/free */
 
 ntp_tagent_t ntp_tag_miss = {.key = NTP_TAG_NONE};
-/* The empty table's one slot: its key (0) is no (tag, kind)'s. */
-static ntp_tagent_t empty_ent;
-ntp_tagtab_t ntp_empty_tags = {.ent = &empty_ent, .mask = 0};
+/* An empty slot's key. The fast path compares only a key's tag half, and tag 0 reaches it (a
+ * legacy call's tag 0 is 'Bad0' only once the full path has seen it): so the tag half of an
+ * empty key has bit 31 set, which no tag has. Its kind half (0) tells it from a forgotten key. */
+#define KEY_EMPTY 0x80000000ull
+
+/* The empty table's one slot. */
+ntp_tagent_t ntp_empty_tag_ent = {.key = KEY_EMPTY};
+ntp_tagtab_t ntp_empty_tags = {.ent = &ntp_empty_tag_ent, .mask = 0};
+
+#define TABLE_SLOTS 64
+_Static_assert(sizeof(ntp_tagent_t) == 1u << 6, "ntp_tags_find's slot offset is the hash >> 26");
 
 _Static_assert(NTP_SELF_KINDS == NTPOOL_KINDS, "ntp_self caches an entry per kind");
 
-/* Forget the calling thread's cached entries (its table moved or went away). */
-static void cache_clear(void)
+/* Point the calling thread's lookups for kind at table t (a new one, one that moved, or the
+ * empty one), and forget the entry it cached for the kind. */
+static void self_use(unsigned kind, ntp_tagtab_t *t)
 {
-    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
-        ntp_self.last_tag[k] = &ntp_tag_miss;
+    ntp_self.tags[kind] = t;
+    ntp_self.tag_ent[kind] = t->ent;
+    ntp_self.tag_bmask[kind] = t->mask * (uint32_t)sizeof(ntp_tagent_t);
+    ntp_self.last_tag[kind] = &ntp_tag_miss;
 }
 
 static struct {
@@ -55,6 +66,7 @@ void ntp_tags_init(void)
 /* A key whose tag has bit 31 set matches no lookup (labels never have it), yet its counts are
  * still those of the tag: snapshots mask the bit. */
 #define KEY_FORGOTTEN 0x80000000ull
+_Static_assert(KEY_EMPTY & KEY_FORGOTTEN, "an empty key is never a live one either");
 
 void ntp_tags_forget(int (*bad)(uint32_t tag))
 {
@@ -64,7 +76,7 @@ void ntp_tags_forget(int (*bad)(uint32_t tag))
         pthread_mutex_lock(&t->lock); /* the owner cannot grow it meanwhile */
         for (uint32_t i = 0; i <= t->mask; i++) {
             uint64_t k = ntp_load(&t->ent[i].key);
-            if (k != 0 && !(k & KEY_FORGOTTEN) && bad((uint32_t)k))
+            if (!(k & KEY_FORGOTTEN) && bad((uint32_t)k))
                 ntp_store(&t->ent[i].key, k | KEY_FORGOTTEN);
         }
         /* A thread's cached entry needs no clearing: its key no longer matches the tag. */
@@ -76,12 +88,12 @@ void ntp_tags_forget(int (*bad)(uint32_t tag))
 /* Find or insert key in t; t must have room. Returns the slot. */
 static ntp_tagent_t *slot_for(ntp_tagtab_t *t, uint64_t key)
 {
-    for (uint32_t i = ntp_tag_hash(key);; i++) {
+    for (uint32_t i = ntp_tag_hash((uint32_t)key);; i++) {
         ntp_tagent_t *e = &t->ent[i & t->mask];
         uint64_t k = ntp_load(&e->key);
         if (k == key)
             return e;
-        if (k == 0) {
+        if (k == KEY_EMPTY) {
             ntp_store(&e->key, key);
             t->count++;
             return e;
@@ -89,9 +101,13 @@ static ntp_tagent_t *slot_for(ntp_tagtab_t *t, uint64_t key)
     }
 }
 
+/* n empty slots (counters zero), or NULL. */
 static ntp_tagent_t *ents_alloc(uint32_t n)
 {
-    return ntp_meta_alloc(sizeof(ntp_tagent_t) * n);
+    ntp_tagent_t *e = ntp_meta_alloc(sizeof(ntp_tagent_t) * n);
+    for (uint32_t i = 0; e != NULL && i < n; i++)
+        ntp_store(&e[i].key, KEY_EMPTY);
+    return e;
 }
 
 /* Double the table (caller owns it). */
@@ -104,7 +120,7 @@ static int grow(ntp_tagtab_t *t)
     ntp_tagtab_t tmp = {.ent = ne, .mask = n - 1};
     for (uint32_t i = 0; i <= t->mask; i++) {
         uint64_t k = ntp_load(&old[i].key);
-        if (k == 0)
+        if (k == KEY_EMPTY)
             continue;
         ntp_tagent_t *e = slot_for(&tmp, k);
         ntp_store(&e->allocs, ntp_load(&old[i].allocs));
@@ -117,24 +133,25 @@ static int grow(ntp_tagtab_t *t)
     t->ent = ne;
     t->mask = n - 1;
     pthread_mutex_unlock(&t->lock);
-    if (t == ntp_self.tags)
-        cache_clear(); /* the cached entries are in the old array */
+    if (t->kind < NTPOOL_KINDS && t == ntp_self.tags[t->kind])
+        self_use(t->kind, t); /* the cached entry is in the old array */
     ntp_meta_free(old, sizeof(ntp_tagent_t) * oldn);
     return 1;
 }
 
-static ntp_tagtab_t *table_new(void)
+static ntp_tagtab_t *table_new(unsigned kind)
 {
     ntp_tags_init();
     ntp_tagtab_t *t = ntp_meta_alloc(sizeof *t);
     if (t == NULL)
         return NULL;
-    t->ent = ents_alloc(64);
+    t->ent = ents_alloc(TABLE_SLOTS);
     if (t->ent == NULL) {
         ntp_meta_free(t, sizeof *t);
         return NULL;
     }
-    t->mask = 63;
+    t->mask = TABLE_SLOTS - 1;
+    t->kind = kind;
     t->count = 0;
     pthread_mutex_init(&t->lock, NULL);
     pthread_mutex_lock(&reg.lock);
@@ -144,7 +161,7 @@ static ntp_tagtab_t *table_new(void)
         reg.live->prev = t;
     reg.live = t;
     pthread_mutex_unlock(&reg.lock);
-    pthread_setspecific(reg.key, t);
+    pthread_setspecific(reg.key, &reg); /* any value but NULL: the exit finds the tables in ntp_self */
     return t;
 }
 
@@ -160,10 +177,11 @@ static ntp_tagent_t *exited_slot(uint64_t key)
 {
     ntp_tagtab_t *x = &reg.exited;
     if (x->ent == NULL) {
-        x->ent = ents_alloc(64);
+        x->ent = ents_alloc(TABLE_SLOTS);
         if (x->ent == NULL)
             return NULL;
-        x->mask = 63;
+        x->mask = TABLE_SLOTS - 1;
+        x->kind = NTPOOL_KINDS; /* keys of every kind */
     }
     if ((x->count + 1) * 2 > x->mask + 1)
         (void)grow(x);
@@ -182,14 +200,15 @@ static void count_shared(uint64_t key, int64_t allocs, int64_t frees, int64_t by
 
 void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
 {
-    ntp_tagtab_t *t = ntp_self.tags;
+    unsigned kind = (unsigned)(key >> 32) - 1;
+    ntp_tagtab_t *t = ntp_self.tags[kind];
     if (t == &ntp_empty_tags) {
-        t = table_new();
+        t = table_new(kind);
         if (t == NULL) {
             count_shared(key, allocs, frees, bytes);
             return;
         }
-        ntp_self.tags = t;
+        self_use(kind, t);
     }
     if ((t->count + 1) * 2 > t->mask + 1)
         (void)grow(t); /* if it fails the table is fuller than we like, not full */
@@ -199,7 +218,6 @@ void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes)
     }
     ntp_tagent_t *e = slot_for(t, key);
     add_to(e, allocs, frees, bytes);
-    unsigned kind = (unsigned)(key >> 32) - 1;
     ntp_self.last_tag[kind] = e; /* a collided key is found here, not at home */
 }
 
@@ -208,7 +226,7 @@ static void fold_locked(ntp_tagtab_t *src)
 {
     for (uint32_t i = 0; i <= src->mask; i++) {
         uint64_t k = ntp_load(&src->ent[i].key);
-        if (k == 0)
+        if (k == KEY_EMPTY)
             continue;
         ntp_tagent_t *e = exited_slot(k);
         if (e == NULL)
@@ -232,25 +250,29 @@ static void table_retire_locked(ntp_tagtab_t *t)
     ntp_meta_free(t, sizeof *t);
 }
 
+/* The calling thread's tables go: their counts into the exited totals. */
 static void tags_thread_exit(void *arg)
 {
-    ntp_tagtab_t *t = arg;
-    if (t == NULL || t == &ntp_empty_tags)
-        return;
-    ntp_self.tags = &ntp_empty_tags;
-    cache_clear();
-    pthread_mutex_lock(&reg.lock);
-    table_retire_locked(t);
-    pthread_mutex_unlock(&reg.lock);
+    (void)arg;
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
+        ntp_tagtab_t *t = ntp_self.tags[k];
+        if (t == &ntp_empty_tags)
+            continue;
+        self_use(k, &ntp_empty_tags);
+        pthread_mutex_lock(&reg.lock);
+        table_retire_locked(t);
+        pthread_mutex_unlock(&reg.lock);
+    }
 }
 
 void ntp_tags_thread_done(void)
 {
-    ntp_tagtab_t *t = ntp_self.tags;
-    if (t == &ntp_empty_tags)
-        return;
-    pthread_setspecific(reg.key, NULL);
-    tags_thread_exit(t);
+    for (unsigned k = 0; k < NTPOOL_KINDS; k++)
+        if (ntp_self.tags[k] != &ntp_empty_tags) { /* then reg.key exists */
+            pthread_setspecific(reg.key, NULL);
+            tags_thread_exit(NULL);
+            return;
+        }
 }
 
 /* ---- snapshot -------------------------------------------------------------------------------- */
@@ -285,7 +307,7 @@ static void merge_table(merge_t *m, ntp_tagtab_t *t)
 {
     for (uint32_t i = 0; t->ent && i <= t->mask; i++) {
         uint64_t k = ntp_load(&t->ent[i].key);
-        if (k == 0)
+        if (k == KEY_EMPTY)
             continue;
         uint32_t tag = (uint32_t)k & ~(uint32_t)KEY_FORGOTTEN;
         unsigned kind = (unsigned)(k >> 32) - 1;
@@ -437,7 +459,7 @@ static void tags_atfork_child(void)
     ntp_tagtab_t *next;
     for (ntp_tagtab_t *t = reg.live; t != NULL; t = next) {
         next = t->next;
-        if (t != ntp_self.tags)
+        if (t->kind >= NTPOOL_KINDS || t != ntp_self.tags[t->kind])
             table_retire_locked(t);
     }
 }

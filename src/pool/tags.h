@@ -1,8 +1,8 @@
 /*
  * tags.h - per-tag accounting with no atomics on the allocating threads.
  *
- * Each thread counts its own allocations and frees in a private open-addressing table keyed by
- * (tag, kind). Counters are relaxed atomics written only by the owner (a plain load and store),
+ * Each thread counts its own allocations and frees in private open-addressing tables, one per
+ * pool kind, keyed by tag. Counters are relaxed atomics written only by the owner (a plain load and store),
  * so a snapshot from another thread may read them at any time. A snapshot sums the live
  * threads' tables and the totals folded in from exited threads. A block freed by a thread other
  * than the one that allocated it counts as a free in the freeing thread: per-thread byte counts
@@ -22,7 +22,7 @@
 
 /* One cache line each: a lookup touches one line, and the slot's address is a shift. */
 typedef struct ntp_tagent {
-    _Alignas(64) _Atomic uint64_t key; /* tag | (kind + 1) << 32; 0 = empty slot */
+    _Alignas(64) _Atomic uint64_t key; /* tag | (kind + 1) << 32; empty: see tags.c */
     _Atomic uint64_t allocs;
     _Atomic uint64_t frees;
     /* Bytes allocated and bytes freed, both only ever added to: a free adds its size rather
@@ -45,6 +45,7 @@ typedef struct ntp_tagtab {
     ntp_tagent_t *ent;
     uint32_t mask; /* slots - 1 */
     uint32_t count;
+    unsigned kind; /* the kind of every key in a thread's table */
     pthread_mutex_t lock; /* owner holds it to grow; readers hold it to read */
     struct ntp_tagtab *next, *prev;
 } ntp_tagtab_t;
@@ -55,12 +56,13 @@ NTP_INLINE uint64_t ntp_tag_key(uint32_t tag, unsigned kind)
     return (uint64_t)tag | ((uint64_t)(kind + 1) << 32);
 }
 
-/* The upper half of key times an odd constant below 2^31: one multiply by an immediate. Each
- * bit of the upper half depends on every key bit below it, so the tag's four characters and
- * the kind all reach the slot's bits. */
-NTP_INLINE uint32_t ntp_tag_hash(uint64_t key)
+/* The upper half of the tag times an odd constant below 2^31: one multiply by an immediate.
+ * Each bit of the upper half depends on every tag bit below it, so the tag's four characters
+ * all reach the slot's bits. A tag's home slot is this & mask. */
+#define NTP_TAG_MUL 0x61C88647ull
+NTP_INLINE uint32_t ntp_tag_hash(uint32_t tag)
 {
-    return (uint32_t)((key * 0x61C88647ull) >> 32);
+    return (uint32_t)(((uint64_t)tag * NTP_TAG_MUL) >> 32);
 }
 
 #define NTP_TAG_NONE 0xFFFFFFFFu
@@ -69,8 +71,9 @@ NTP_INLINE uint32_t ntp_tag_hash(uint64_t key)
  * which no tag (31 bits) equals; its counters are never written. */
 extern ntp_tagent_t ntp_tag_miss;
 
-/* The table a thread starts on (ntp_self.tags): one slot whose key never matches, so the
- * thread's first count goes to the slow path, which gives it a table of its own. */
+/* The table a thread starts on for every kind (ntp_self.tags): one slot whose key (empty)
+ * never matches, so the thread's first count of a kind goes to the slow path, which gives it a table
+ * of its own. */
 extern ntp_tagtab_t ntp_empty_tags;
 
 void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
@@ -91,12 +94,14 @@ NTP_INLINE ntp_tagent_t *ntp_tags_find(uint32_t tag, size_t kind)
             __builtin_unreachable(); /* it was just read through: callers' NULL tests go */
         return e;
     }
-    /* The key's home slot; anything further (a collision) is the slow path's. The empty
-     * table's one slot never matches, so it is never written here. */
-    ntp_tagtab_t *t = ntp_self.tags;
-    uint64_t k = ntp_tag_key(tag, kind);
-    e = &t->ent[ntp_tag_hash(k) & t->mask];
-    if (ntp_likely(ntp_load(&e->key) == k)) {
+    /* The tag's home slot in the kind's table; anything further (a collision) is the slow
+     * path's. The table is the kind's alone, so the key's tag half decides, and its entries
+     * and mask are in ntp_self: no load of the table itself. The hash shifted by 26 rather
+     * than 32 and masked with the mask in bytes is the slot's offset (no shift of its own).
+     * The empty table's slot never matches, so it is never written here. */
+    uintptr_t off = (uintptr_t)(((uint64_t)tag * NTP_TAG_MUL) >> 26) & ntp_self.tag_bmask[kind];
+    e = (ntp_tagent_t *)((char *)ntp_self.tag_ent[kind] + off);
+    if (ntp_likely(ntp_low32_eq(&e->key, tag))) {
         if (e == NULL)
             __builtin_unreachable();
         ntp_self.last_tag[kind] = e;
