@@ -123,6 +123,13 @@ static inline __attribute__((always_inline)) int ntp_low32_eq(_Atomic uint64_t *
     __asm__("cmpl %2, %1" : "=@ccz"(eq) : "m"(*(const uint32_t *)(void *)p), "r"(v));
     return eq;
 }
+/* Whether the 32-bit relaxed atomic at p equals v: one compare with memory, as above. */
+static inline __attribute__((always_inline)) int ntp_eq32(_Atomic uint32_t *p, uint32_t v)
+{
+    int eq;
+    __asm__("cmpl %2, %1" : "=@ccz"(eq) : "m"(*(const uint32_t *)(void *)p), "r"(v));
+    return eq;
+}
 /* Whether the 32-bit relaxed atomic at p is 0: one compare with memory, as above. */
 static inline __attribute__((always_inline)) int ntp_zero32(_Atomic uint32_t *p)
 {
@@ -140,6 +147,7 @@ static inline __attribute__((always_inline)) int ntp_none8(_Atomic uint8_t *p, u
 #else
 #define ntp_none8(p, mask) ((ntp_load(p) & (mask)) == 0)
 #define ntp_low32_eq(p, v) ((uint32_t)ntp_load(p) == (v))
+#define ntp_eq32(p, v) (ntp_load(p) == (v))
 #define ntp_zero32(p) (ntp_load(p) == 0)
 #endif
 

@@ -139,9 +139,7 @@ NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, int throu
                                    : atomic_load_explicit(&ntp_slicetab_open, memory_order_acquire);
     if (ntp_unlikely(cell >= bound))
         return -1;
-    ntp_span_t *s = ntp_load(&ntp_slicetab[cell]);
-    if (ntp_unlikely(s == NULL))
-        return -1;
+    ntp_span_t *s = ntp_slicetab_span(cell); /* ntp_no_span when in none: no block passes */
     uintptr_t off = a - s->base;
     unsigned idx;
     /* One multiplication divides the offset in the page by the block size and says whether it
@@ -155,20 +153,24 @@ NTP_INLINE int ntp_heap_free_find(void *p, uint32_t expect, int exact, int throu
         return -1; /* not a block start, in a page's tail, or a huge block */
     /* A block never carved has label 0 too: the slow path tells the two apart. */
     _Atomic uint32_t *lp = &s->labels[idx];
-    uint32_t lab = ntp_load(lp);
+    uint32_t lab;
     /* Free (0) and remote-freed (0x80000000) are the labels with no tag bits; with a tag
      * expected (never 0), one compare rules them out too. */
     if (exact) {
-        /* A tag is expected far more often than not (ExFreePool's 0 is a constant there). */
+        /* A tag is expected far more often than not (ExFreePool's 0 is a constant there).
+         * Then the label is the tag when it passes: compared in memory, never loaded. */
         if (ntp_likely(expect != 0)) {
-            if (ntp_unlikely(lab != expect))
+            if (ntp_unlikely(!ntp_eq32(lp, expect)))
                 return -1;
-        } else if (ntp_unlikely((int32_t)lab <= 0)) {
+            lab = expect;
+        } else if (ntp_unlikely((int32_t)(lab = ntp_load(lp)) <= 0)) {
             return -1;
         }
-    } else if (ntp_unlikely(expect != 0 ? ((lab ^ expect) & NTPOOL_LABEL_ID) != 0
-                                        : (lab & NTPOOL_LABEL_ID) == 0)) {
-        return -1;
+    } else {
+        lab = ntp_load(lp);
+        if (ntp_unlikely(expect != 0 ? ((lab ^ expect) & NTPOOL_LABEL_ID) != 0
+                                     : (lab & NTPOOL_LABEL_ID) == 0))
+            return -1;
     }
     *rs = s;
     *rlp = lp;

@@ -260,8 +260,15 @@ extern ntp_theap_t ntp_empty_heap;
 extern ntp_span_t ntp_empty_span;
 /* What segment->slice_span holds for a slice in no span (all zero; ntp_slice_span says NULL). */
 extern ntp_span_t ntp_no_span;
-/* The slice table (above). */
-extern NTP_HIDDEN _Atomic(ntp_span_t *) *ntp_slicetab;
+/* The slice table (above). A cell holds its span's address less ntp_no_span's, so that the
+ * cells no span ever took (the table is reserved, and reads zero) and those of slices in no
+ * span (0) both decode to ntp_no_span, whose divisor 0 no block start passes: the inline free
+ * adds instead of testing for NULL. */
+extern NTP_HIDDEN _Atomic uintptr_t *ntp_slicetab;
+NTP_INLINE ntp_span_t *ntp_slicetab_span(uintptr_t cell)
+{
+    return (ntp_span_t *)((uintptr_t)&ntp_no_span + ntp_load(&ntp_slicetab[cell]));
+}
 /* The entries the inline free may read: NTP_SLICETAB_CELLS once the table is mapped (0 before,
  * or when it could not be: every free then takes the full path); ntp_slicetab_open the same
  * while the heap's gate is open and 0 while it is shut (ntpool_heap_set_gate), so that the

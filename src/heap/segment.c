@@ -44,8 +44,8 @@ static void segmap_set_live(uintptr_t base, size_t size)
 /* ---- the slice table ------------------------------------------------------------------- */
 
 /* Until the table is mapped (or if it cannot be) its bounds are 0: no entry is ever read. */
-static _Atomic(ntp_span_t *) slicetab_none[1];
-_Atomic(ntp_span_t *) *ntp_slicetab = slicetab_none;
+static _Atomic uintptr_t slicetab_none[1];
+_Atomic uintptr_t *ntp_slicetab = slicetab_none;
 _Atomic uintptr_t ntp_slicetab_cells, ntp_slicetab_open;
 static _Atomic int slicetab_gate; /* the gate's state (1 shut), whenever the table is mapped */
 
@@ -61,7 +61,7 @@ static void slicetab_open_refresh(void)
 
 void ntp_slicetab_init(void)
 {
-    _Atomic(ntp_span_t *) *t = ntpool_os_reserve(NTP_SLICETAB_CELLS * sizeof *t, NTP_PAGE_SIZE, 0);
+    _Atomic uintptr_t *t = ntpool_os_reserve(NTP_SLICETAB_CELLS * sizeof *t, NTP_PAGE_SIZE, 0);
     if (t == NULL)
         return; /* every free takes the full path, which does not need the table */
     ntp_slicetab = t;
@@ -76,8 +76,9 @@ static void slicetab_set(ntp_segment_t *seg, unsigned first, unsigned n, ntp_spa
         return;
     uintptr_t cell = ((uintptr_t)seg - NTP_SEG_HDR_OFFSET + ((uintptr_t)first << NTP_SLICE_SHIFT)) >>
                      NTP_SLICE_SHIFT;
+    uintptr_t v = s != NULL ? (uintptr_t)s - (uintptr_t)&ntp_no_span : 0; /* see ntp_slicetab */
     for (unsigned i = 0; i < n; i++)
-        ntp_store(&ntp_slicetab[cell + i], s);
+        ntp_store(&ntp_slicetab[cell + i], v);
 }
 
 /* ---- budget ---------------------------------------------------------------------------- */
