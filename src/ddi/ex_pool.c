@@ -424,17 +424,34 @@ NTP_NOINLINE static void *pool2_slow(POOL_FLAGS flags, SIZE_T n, ULONG tag, cons
 #define POOL2_FAST_FLAGS \
     (KIND_FLAGS | POOL_FLAG_UNINITIALIZED | POOL_FLAG_RAISE_ON_FAILURE | POOL_FLAG_SESSION | \
      POOL_FLAG_RESERVED2 | POOL_FLAG_RESERVED3)
-/* Kind by flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED); not exactly one of them is a
- * kind the fast path's admission test always refuses. */
+/* The fast path's kind for every flags value below POOL2_FAST_LIMIT, in one table: the kind
+ * that flag bits 6..8 (NON_PAGED, NON_PAGED_EXECUTE, PAGED) name when the flags are all fast
+ * ones and name exactly one kind, else a kind the admission test always refuses. One bound
+ * test and one load instead of a mask test and a shift, a mask and a load. */
+#define POOL2_FAST_LIMIT 0x800
+_Static_assert(POOL2_FAST_FLAGS < POOL2_FAST_LIMIT, "every fast flag is in the table");
 #define RF NTPOOL_KIND_REFUSED
-static const uint8_t pool2_kind[8] = {RF, NTPOOL_KIND_NX, NTPOOL_KIND_EXEC, RF, NTPOOL_KIND_PAGED, RF, RF, RF};
+#define P2_KIND_BITS(b) \
+    ((b) == 1 ? NTPOOL_KIND_NX : (b) == 2 ? NTPOOL_KIND_EXEC : (b) == 4 ? NTPOOL_KIND_PAGED : RF)
+#define P2(f) (((f) & ~POOL2_FAST_FLAGS) ? RF : P2_KIND_BITS(((f) >> 6) & 7))
+#define P2x2(f) P2(f), P2((f) + 1)
+#define P2x4(f) P2x2(f), P2x2((f) + 2)
+#define P2x8(f) P2x4(f), P2x4((f) + 4)
+#define P2x16(f) P2x8(f), P2x8((f) + 8)
+#define P2x32(f) P2x16(f), P2x16((f) + 16)
+#define P2x64(f) P2x32(f), P2x32((f) + 32)
+#define P2x128(f) P2x64(f), P2x64((f) + 64)
+#define P2x256(f) P2x128(f), P2x128((f) + 128)
+#define P2x512(f) P2x256(f), P2x256((f) + 256)
+#define P2x1024(f) P2x512(f), P2x512((f) + 512)
+static const uint8_t pool2_kind[POOL2_FAST_LIMIT] = {P2x1024(0ull), P2x1024(1024ull)};
 #undef RF
 
 NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)
 {
     tag &= NTPOOL_LABEL_ID; /* all either path uses: one register for both */
-    if (ntp_likely((flags & ~POOL2_FAST_FLAGS) == 0)) {
-        size_t kind = pool2_kind[(flags >> 6) & 7]; /* maybe NTPOOL_KIND_REFUSED */
+    if (ntp_likely(flags < POOL2_FAST_LIMIT)) {
+        size_t kind = pool2_kind[flags]; /* maybe NTPOOL_KIND_REFUSED */
         /* Two calls, so that each copy of the fast path knows whether it zeroes. */
         void *p = (flags & POOL_FLAG_UNINITIALIZED) ? ex_fast(kind, n, tag, NTPOOL_PRIO_NORMAL, 0)
                                                     : ex_fast(kind, n, tag, NTPOOL_PRIO_NORMAL, 1);

@@ -217,6 +217,51 @@ START_TEST(pool2_optional_flags_ignored)
 }
 END_TEST
 
+/* Every value of the twelve low flag bits, which the inline path maps to a pool by table: valid
+ * exactly when one pool is named, RESERVED1 is clear and no unknown required bit (0x800 and up)
+ * is set; then the block is in the named pool, zeroed unless UNINITIALIZED, on a cache line
+ * when CACHE_ALIGNED. RAISE_ON_FAILURE is added by the helpers, not iterated. */
+START_TEST(pool2_every_low_flags_value)
+{
+    static const struct {
+        POOL_FLAGS flag;
+        int kind;
+    } pools[] = {{POOL_FLAG_NON_PAGED, NTPOOL_POOL_NONPAGED_NX},
+                 {POOL_FLAG_NON_PAGED_EXECUTE, NTPOOL_POOL_NONPAGED_EXEC},
+                 {POOL_FLAG_PAGED, NTPOOL_POOL_PAGED}};
+    const POOL_FLAGS named = POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED;
+    const ULONG tag = 'lFaT';
+    unsigned valid_seen = 0;
+    for (POOL_FLAGS f = 0; f < 0x1000; f++) {
+        if (f & POOL_FLAG_RAISE_ON_FAILURE)
+            continue;
+        int kind = -1;
+        for (size_t i = 0; i < 3; i++)
+            if ((f & named) == pools[i].flag)
+                kind = pools[i].kind;
+        if (kind < 0 || (f & POOL_FLAG_RESERVED1) || f >= 0x800) {
+            expect_pool2_invalid(f, tag);
+            continue;
+        }
+        valid_seen++;
+        uint64_t before = tag_counts(tag, kind).allocs;
+        unsigned char *p = ExAllocatePool2(f, 64, tag);
+        ck_assert_msg(p != NULL, "flags 0x%llx: NULL", (unsigned long long)f);
+        ck_assert_msg(tag_counts(tag, kind).allocs == before + 1, "flags 0x%llx: not counted in pool %d",
+                      (unsigned long long)f, kind);
+        if (!(f & POOL_FLAG_UNINITIALIZED))
+            for (int i = 0; i < 64; i++)
+                ck_assert_msg(p[i] == 0, "flags 0x%llx: byte %d not zero", (unsigned long long)f, i);
+        if (f & POOL_FLAG_CACHE_ALIGNED)
+            ck_assert_msg(((uintptr_t)p & 63) == 0, "flags 0x%llx: %p", (unsigned long long)f, (void *)p);
+        memset(p, 0xA5, 64); /* the next zeroed block of this size must not show it */
+        ExFreePool(p);
+    }
+    /* 3 pools x any of bits 0-3, 9 and 10 */
+    ck_assert_uint_eq(valid_seen, 3 * 64);
+}
+END_TEST
+
 /* ---- zeroing, alignment ------------------------------------------------------------------------------- */
 
 START_TEST(pool2_zeroed_unless_uninitialized)
@@ -638,6 +683,7 @@ int main(void)
     NTP_CASE(s, "tag_zero", pool2_tag_zero_refused);
     NTP_CASE(s, "reserved23_session", pool2_reserved23_session_pass);
     NTP_CASE(s, "optional_flags", pool2_optional_flags_ignored);
+    NTP_CASE(s, "every_low_flags_value", pool2_every_low_flags_value);
     NTP_CASE(s, "zeroed", pool2_zeroed_unless_uninitialized);
     NTP_CASE(s, "cache_aligned", pool2_cache_aligned);
     NTP_CASE(s, "execute_runs_code", execute_pool_runs_code);
