@@ -419,9 +419,12 @@ static void *sn_snapshotter(void *arg)
 static void *sn_allocator(void *arg)
 {
     (void)arg;
-    while (!atomic_load(&sn_stop))
+    /* At least one round: on a loaded machine the snapshotters may finish, and the stop be
+     * set, before this thread first runs; the checks below expect every tag once at least. */
+    do
         for (unsigned i = 0; i < SN_TAGS; i++)
             ExFreePoolWithTag(ExAllocatePool2(POOL_FLAG_NON_PAGED, 32 + i, 'Sna' + (i << 24)), 'Sna' + (i << 24));
+    while (!atomic_load(&sn_stop));
     return NULL;
 }
 
