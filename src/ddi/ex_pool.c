@@ -445,6 +445,18 @@ _Static_assert(POOL2_FAST_FLAGS < POOL2_FAST_LIMIT, "every fast flag is in the t
 #define P2x512(f) P2x256(f), P2x256((f) + 256)
 #define P2x1024(f) P2x512(f), P2x512((f) + 512)
 static const uint8_t pool2_kind[POOL2_FAST_LIMIT] = {P2x1024(0ull), P2x1024(1024ull)};
+#undef P2x1024
+#undef P2x512
+#undef P2x256
+#undef P2x128
+#undef P2x64
+#undef P2x32
+#undef P2x16
+#undef P2x8
+#undef P2x4
+#undef P2x2
+#undef P2
+#undef P2_KIND_BITS
 #undef RF
 
 NTPOOL_API PVOID ExAllocatePool2(POOL_FLAGS flags, SIZE_T n, ULONG tag)

@@ -26,8 +26,7 @@ NTP_INLINE unsigned ntp_small_index(const ntp_span_t *s, uintptr_t off)
  * to the thread-local start of the kind's bins (ntp_self.bins). */
 NTP_INLINE ntp_bin_t *ntpool_heap_bin(size_t kind, size_t cls)
 {
-    ntp_bin_t *bin = (ntp_bin_t *)(ntp_self.bins[kind] + (size_t)cls * sizeof(ntp_bin_t));
-    return bin;
+    return (ntp_bin_t *)(ntp_self.bins[kind] + cls * sizeof(ntp_bin_t));
 }
 
 /* Pop a block of bin's class (ntpool_heap_bin), or NULL when the current span has none ready

@@ -254,15 +254,15 @@ static void table_retire_locked(ntp_tagtab_t *t)
 static void tags_thread_exit(void *arg)
 {
     (void)arg;
+    pthread_mutex_lock(&reg.lock);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
         ntp_tagtab_t *t = ntp_self.tags[k];
         if (t == &ntp_empty_tags)
             continue;
         self_use(k, &ntp_empty_tags);
-        pthread_mutex_lock(&reg.lock);
         table_retire_locked(t);
-        pthread_mutex_unlock(&reg.lock);
     }
+    pthread_mutex_unlock(&reg.lock);
 }
 
 void ntp_tags_thread_done(void)

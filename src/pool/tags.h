@@ -2,8 +2,8 @@
  * tags.h - per-tag accounting with no atomics on the allocating threads.
  *
  * Each thread counts its own allocations and frees in private open-addressing tables, one per
- * pool kind, keyed by tag. Counters are relaxed atomics written only by the owner (a plain load and store),
- * so a snapshot from another thread may read them at any time. A snapshot sums the live
+ * pool kind, keyed by tag. Counters are relaxed atomics written only by the owner (a plain load
+ * and store), so a snapshot from another thread may read them at any time. A snapshot sums the live
  * threads' tables and the totals folded in from exited threads. A block freed by a thread other
  * than the one that allocated it counts as a free in the freeing thread: per-thread byte counts
  * can go negative, their sum cannot.
@@ -72,8 +72,8 @@ NTP_INLINE uint32_t ntp_tag_hash(uint32_t tag)
 extern ntp_tagent_t ntp_tag_miss;
 
 /* The table a thread starts on for every kind (ntp_self.tags): one slot whose key (empty)
- * never matches, so the thread's first count of a kind goes to the slow path, which gives it a table
- * of its own. */
+ * never matches, so the thread's first count of a kind goes to the slow path, which gives it
+ * a table of its own. */
 extern ntp_tagtab_t ntp_empty_tags;
 
 void ntp_tags_slow(uint64_t key, int64_t allocs, int64_t frees, int64_t bytes);
