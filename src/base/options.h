@@ -58,7 +58,8 @@ typedef enum ntp_opt_type {
     X(TAG_CHECKS, "NTPOOL_TAG_CHECKS", NTP_OPT_BOOL, "1", "0",                                      \
       "Bug check 0xC2/0x9C for the tag `BIG ` and 0xC2/0x9D for a tag with no letter or digit.")    \
     X(PURGE_DELAY, "NTPOOL_PURGE_DELAY", NTP_OPT_UINT, "100", "0",                                  \
-      "Milliseconds that free pages stay resident before they go back to the OS.")                  \
+      "Milliseconds that free pages, and empty spans a thread keeps for reuse, stay resident "      \
+      "unused before they go back.")                                                                \
     X(LOCK_NONPAGED, "NTPOOL_LOCK_NONPAGED", NTP_OPT_TRISTATE, "0", "auto",                         \
       "Lock nonpaged pool in memory (mlock2 MLOCK_ONFAULT): `1`, `auto` (when the process may "     \
       "lock memory), `0`. Locked pages go back to the OS only a whole segment at a time.")        \

@@ -9,11 +9,15 @@
  *   avail -> current     when the current one runs dry;
  *   avail -> kept        when its last block comes back and it is not current, while the
  *                        heap keeps less than NTP_KEEP_BYTES of such spans;
- *   any -> released      the same beyond that allowance, and kept ones at trim or thread exit.
+ *   any -> released      the same beyond that allowance, kept ones at trim or thread exit,
+ *                        and kept ones left unused for the purge delay.
  * A kept span stays on avail, empty and uncharged (an empty span is no pool usage: the limits
  * and priorities see it as released), and is charged again when a refill takes it. It spares a
  * program that fills and empties the same few spans in a loop a release, a carve and a purge of
- * their pages each time round.
+ * their pages each time round. One that stays unused for the purge delay is released by
+ * whichever thread next passes a slow path (kept_reap): its own thread may never run again.
+ * Its heap's lists_lock, which the owner holds around everything that touches its lists, lets
+ * that other thread take it off the list; the fast paths never touch a kept span.
  * Everything here runs at most once per span-full of allocations.
  */
 #include <errno.h>
@@ -43,6 +47,9 @@ _Atomic int ntp_heap_ready;
 #define NTP_KEEP_BYTES ((uint64_t)8 << 20)
 #define NTP_KEEP_TOTAL ((uint64_t)64 << 20)
 static _Atomic uint64_t kept_total;
+
+/* When kept_reap may next look for stale kept spans (ntpool_os_now_ms). */
+static _Atomic uint64_t kept_reap_next_ms;
 
 static pthread_once_t heap_once = PTHREAD_ONCE_INIT;
 static _Atomic int cfg_set;
@@ -101,6 +108,30 @@ static void state_set(ntp_span_t *s, uint8_t set, uint8_t clear)
     if ((set | clear) & NTP_STATE_CUR)
         s->binoff = (set & NTP_STATE_CUR) ? ntp_bin_off(s->kind, s->cls)
                                           : NTP_NOBIN_OFF;
+}
+
+/* h's lists_lock: its owner waits for it (only kept_reap contends, for a few list moves);
+ * kept_reap only tries. */
+static void lists_lock(ntp_theap_t *h)
+{
+    while (atomic_exchange_explicit(&h->lists_lock, 1, memory_order_acquire) != 0) {
+        while (ntp_load(&h->lists_lock) != 0) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+}
+
+static int lists_trylock(ntp_theap_t *h)
+{
+    return ntp_load(&h->lists_lock) == 0 &&
+           atomic_exchange_explicit(&h->lists_lock, 1, memory_order_acquire) == 0;
+}
+
+static void lists_unlock(ntp_theap_t *h)
+{
+    atomic_store_explicit(&h->lists_lock, 0, memory_order_release);
 }
 
 /* ---- init --------------------------------------------------------------------------------- */
@@ -245,6 +276,7 @@ static void span_keep_or_drop(ntp_theap_t *h, ntp_span_t *s)
     }
     h->kept += n;
     atomic_fetch_add_explicit(&kept_total, n, memory_order_relaxed);
+    s->kept_ms = ntpool_os_now_ms();
     s->kept_charge = s->charged;
     s->charged = 0;
     if (s->kept_charge != 0) {
@@ -295,6 +327,7 @@ static void span_abandon(ntp_span_t *s)
 static void heap_abandon_all(ntp_theap_t *h)
 {
     heap_flush_bins(h);
+    lists_lock(h);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         atomic_store(&h->attn[k], 0);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++) {
@@ -313,6 +346,7 @@ static void heap_abandon_all(ntp_theap_t *h)
                 }
         }
     }
+    lists_unlock(h);
 }
 
 /* Move h from the live heaps to the dead ones, for reuse by a new thread (registry lock held). */
@@ -358,6 +392,49 @@ void ntpool_heap_thread_done(void)
     ntp_self_heap(&ntp_empty_heap);
     pthread_setspecific(ntp_heap.key, NULL);
     heap_retire(h);
+}
+
+/* ---- stale kept spans ---------------------------------------------------------------------- */
+
+/* Release the kept spans that have stayed unused for the purge delay, in every heap whose lists
+ * are free at the moment (one busy in a slow path is looked at next time). Called on slow paths
+ * with no lock held; at most one thread looks at a time, and at most about twice a delay. */
+static void kept_reap(uint64_t now)
+{
+    if (ntp_load(&kept_total) == 0)
+        return;
+    uint64_t delay = ntp_heap.cfg.purge_delay_ms;
+    uint64_t next = ntp_load(&kept_reap_next_ms);
+    if (now < next ||
+        !atomic_compare_exchange_strong(&kept_reap_next_ms, &next, now + delay / 2 + 1))
+        return;
+    ntp_span_t *stale = NULL;
+    pthread_mutex_lock(&ntp_heap.registry_lock);
+    for (ntp_theap_t *h = ntp_heap.live_heaps; h != NULL; h = h->next) {
+        if (!lists_trylock(h))
+            continue;
+        for (unsigned k = 0; k < NTPOOL_KINDS && h->kept != 0; k++)
+            for (unsigned c = 0; c < NTP_CLASSES; c++) {
+                ntp_span_t *s, *nx;
+                for (s = h->avail[k][c].head; s != NULL; s = nx) {
+                    nx = s->next;
+                    /* kept_ms may be later than now: another thread read the clock after us */
+                    if (!(ntp_load(&s->state) & NTP_STATE_KEPT) || s->kept_ms + delay > now)
+                        continue;
+                    list_remove(&h->avail[k][c], s);
+                    span_unkeep(h, s, 0, 0);
+                    s->next = stale;
+                    stale = s;
+                }
+            }
+        lists_unlock(h);
+    }
+    pthread_mutex_unlock(&ntp_heap.registry_lock);
+    while (stale != NULL) {
+        ntp_span_t *s = stale;
+        stale = s->next;
+        span_drop(s);
+    }
 }
 
 /* ---- refill -------------------------------------------------------------------------------- */
@@ -598,7 +675,12 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
             heap_quarantine_current(h, kind, cls);
             continue;
         }
-        if (heap_refill(h, kind, cls, level) == NULL)
+        lists_lock(h);
+        ntp_span_t *s = heap_refill(h, kind, cls, level);
+        lists_unlock(h);
+        if (ntp_load(&kept_total) != 0)
+            kept_reap(ntpool_os_now_ms());
+        if (s == NULL)
             return NULL;
     }
 }
@@ -634,6 +716,7 @@ static void heap_flush_bins(ntp_theap_t *h)
  * on the full list, or got a used block on a free list of fresh (zero) blocks. */
 void ntp_span_event(ntp_theap_t *h, ntp_span_t *s)
 {
+    lists_lock(h);
     uint8_t st = ntp_load(&s->state);
     if (st & NTP_STATE_FRESH)
         state_set(s, 0, NTP_STATE_FRESH);
@@ -643,8 +726,12 @@ void ntp_span_event(ntp_theap_t *h, ntp_span_t *s)
         ntp_span_clear_attn(s);
         list_push(&h->avail[s->kind][s->cls], s);
     }
-    if (s->used == 0 && !(ntp_load(&s->state) & NTP_STATE_CUR))
-        span_keep_or_drop(h, s);
+    int emptied = s->used == 0 && !(ntp_load(&s->state) & NTP_STATE_CUR);
+    if (emptied)
+        span_keep_or_drop(h, s); /* s may be gone now */
+    lists_unlock(h);
+    if (emptied)
+        kept_reap(ntpool_os_now_ms());
 }
 
 static ntpool_hf_t classify(uintptr_t a, ntp_span_t **sp, uint32_t *idxp, ntpool_block_info_t *info)
@@ -822,6 +909,7 @@ uint64_t ntpool_heap_peak(ntpool_budget_t b)
 static void trim_own(ntp_theap_t *h)
 {
     heap_flush_bins(h);
+    lists_lock(h);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         heap_drain_attention(h, k);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
@@ -844,6 +932,7 @@ static void trim_own(ntp_theap_t *h)
                 }
             }
         }
+    lists_unlock(h);
 }
 
 /* Release abandoned spans of (kind, cls) whose blocks have all come back by remote frees. */
@@ -970,6 +1059,7 @@ static void heap_atfork_child(void)
     ntp_theap_t *me = ntp_self.heap, *h = ntp_heap.live_heaps, *next;
     for (; h != NULL; h = next) {
         next = h->next;
+        ntp_store(&h->lists_lock, 0); /* a vanished thread may have held it */
         if (h == me)
             continue;
         heap_reset_tables(h);
@@ -1068,6 +1158,7 @@ int ntpool_heap_validate(char *why, size_t len)
     if (errors)
         return errors;
     heap_flush_bins(h); /* then the spans' counts must add up as without bins */
+    lists_lock(h);
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
         for (unsigned c = 0; c < NTP_CLASSES; c++) {
             ntp_span_t *s = h->cur[k][c];
@@ -1089,5 +1180,6 @@ int ntpool_heap_validate(char *why, size_t len)
                     errors += bad(errors ? NULL : why, len, "span list count is wrong");
             }
         }
+    lists_unlock(h);
     return errors;
 }

@@ -143,6 +143,7 @@ typedef struct ntp_span {
     struct ntp_segment *seg;
     uint64_t charged;         /* bytes charged to the kind's committed counter */
     uint64_t kept_charge;     /* KEPT: what charged was, charged again when the span is used */
+    uint64_t kept_ms;         /* KEPT: when it became empty (ntpool_os_now_ms) */
     _Atomic uint32_t huge_label; /* label storage of a one-block span */
     uint8_t first_slice;
     uint8_t dirty;            /* its slices held data before (not known zero) */
@@ -206,6 +207,9 @@ typedef struct ntp_theap {
     struct ntp_theap *next, *prev; /* registry */
     uint64_t rng;
     uint64_t kept;                 /* bytes of the KEPT spans on the avail lists */
+    /* Held by the owner around everything that touches its span lists (never on a fast path),
+     * and taken with a try by another thread that releases the heap's stale kept spans. */
+    _Atomic int lists_lock;
     int live;
     /* counters, owner-written, read by stats */
     _Atomic uint64_t n_slow, n_extend, n_collect, n_remote;

@@ -556,6 +556,178 @@ START_TEST(frees_by_another_thread)
 }
 END_TEST
 
+/* ---- empty spans kept for reuse go back when unused -------------------------------------------
+ * A thread that empties spans keeps them for its next round; if it then sleeps, they are
+ * released once they have stayed unused for the purge delay, by another thread's slow path,
+ * while the sleeper still lives (it may never run again). When it wakes it allocates as before. */
+
+enum { IDLE_N = 4096, IDLE_SIZE = 512, IDLE_DELAY_MS = 40 };
+#define IDLE_LABEL 0x656C6449u /* "Idle" */
+static void *idle_blocks[IDLE_N];
+static sem_t idle_emptied, idle_wake;
+static int idle_bad;
+static char idle_why[256];
+
+static void idle_configure(uint32_t delay_ms)
+{
+    ntpool_heap_config_t cfg = {.purge_delay_ms = delay_ms, .segment_cache = 1};
+    ntpool_heap_configure(&cfg); /* the first call wins: each case runs in a process of its own */
+    ntpool_heap_init();
+}
+
+/* Fill IDLE_N blocks of `size`, each written with its own byte, check them all, free them all. */
+static void idle_round(size_t size, unsigned salt)
+{
+    for (int i = 0; i < IDLE_N; i++) {
+        ntpool_block_info_t out;
+        idle_blocks[i] = ntpool_heap_alloc(NTPOOL_KIND_NX, size, IDLE_LABEL, 0, NTPOOL_LEVELS - 1, &out);
+        if (idle_blocks[i] == NULL) {
+            idle_bad++;
+            continue;
+        }
+        memset(idle_blocks[i], (int)((i + salt) & 0xFF), size);
+    }
+    for (int i = 0; i < IDLE_N; i++) {
+        const unsigned char *b = idle_blocks[i];
+        if (b == NULL)
+            continue;
+        for (size_t j = 0; j < size; j++)
+            if (b[j] != (unsigned char)((i + salt) & 0xFF)) {
+                idle_bad++;
+                break;
+            }
+        ntpool_block_info_t info;
+        if (ntpool_heap_free(idle_blocks[i], IDLE_LABEL, &info) != NTPOOL_HF_OK)
+            idle_bad++;
+    }
+}
+
+static void *idle_sleeper(void *arg)
+{
+    (void)arg;
+    idle_round(IDLE_SIZE, 1);
+    sem_post(&idle_emptied);
+    while (sem_wait(&idle_wake) != 0)
+        ;
+    idle_round(IDLE_SIZE, 2);
+    if (ntpool_heap_validate(idle_why, sizeof idle_why) != 0)
+        idle_bad++;
+    return NULL;
+}
+
+static uint64_t spans_live(void)
+{
+    ntpool_heap_stats_t st;
+    ntpool_heap_stats(&st);
+    return st.spans_live;
+}
+
+START_TEST(idle_thread_kept_spans_released)
+{
+    idle_configure(IDLE_DELAY_MS);
+    sem_init(&idle_emptied, 0, 0);
+    sem_init(&idle_wake, 0, 0);
+    uint64_t live0 = spans_live(), created0;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, idle_sleeper, NULL), 0);
+    while (sem_wait(&idle_emptied) != 0)
+        ;
+    uint64_t live1 = spans_live();
+    /* 2 MiB emptied: all but the current span are kept (the allowance is 8 MiB). */
+    ck_assert_msg(live1 >= live0 + 8, "%llu spans live after the round, %llu before: none kept",
+                  (unsigned long long)live1, (unsigned long long)live0);
+    ntpool_heap_stats_t st;
+    ntpool_heap_stats(&st);
+    created0 = st.spans_created;
+    /* Past the delay, this thread's first allocation (a slow path) releases them. */
+    struct timespec ts = {0, (long)(3 * IDLE_DELAY_MS) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    ntpool_block_info_t out, info;
+    void *p = ntpool_heap_alloc(NTPOOL_KIND_PAGED, 96, IDLE_LABEL, 0, NTPOOL_LEVELS - 1, &out);
+    ck_assert_ptr_nonnull(p);
+    uint64_t live2 = spans_live();
+    /* Left: the sleeper's current span and this thread's new one. */
+    ck_assert_msg(live2 <= live0 + 2, "%llu spans live after the delay, %llu before the round, "
+                  "%llu after it: the idle thread's kept spans were not released",
+                  (unsigned long long)live2, (unsigned long long)live0, (unsigned long long)live1);
+    ck_assert_int_eq(ntpool_heap_free(p, IDLE_LABEL, &info), NTPOOL_HF_OK);
+    /* The sleeper wakes and fills again: new spans, every block intact, its heap valid. */
+    sem_post(&idle_wake);
+    pthread_join(t, NULL);
+    ck_assert_msg(idle_bad == 0, "%d bad allocations, frees or contents (%s)", idle_bad, idle_why);
+    ntpool_heap_stats(&st);
+    ck_assert_uint_gt(st.spans_created, created0);
+    assert_valid("after the sleeper's second round");
+}
+END_TEST
+
+/* The same release while the owners are busy with the same spans: two threads fill and empty
+ * spans of their own class in a loop with no delay, so each keeps spans that either may release
+ * whenever the owner's lists are free. No block is lost or handed out twice, and both heaps stay
+ * valid. */
+enum { BUSY_ROUNDS = 40 };
+static int busy_bad;
+
+static void *busy_worker(void *arg)
+{
+    size_t size = (size_t)(uintptr_t)arg;
+    for (int r = 0; r < BUSY_ROUNDS; r++) {
+        void *b[IDLE_N / 4];
+        for (int i = 0; i < IDLE_N / 4; i++) {
+            ntpool_block_info_t out;
+            b[i] = ntpool_heap_alloc(NTPOOL_KIND_PAGED, size, IDLE_LABEL, 0, NTPOOL_LEVELS - 1, &out);
+            if (b[i] == NULL) {
+                __atomic_add_fetch(&busy_bad, 1, __ATOMIC_RELAXED);
+                continue;
+            }
+            memset(b[i], (int)((uintptr_t)b[i] >> 4 & 0xFF), size);
+        }
+        for (int i = 0; i < IDLE_N / 4; i++) {
+            if (b[i] == NULL)
+                continue;
+            const unsigned char *c = b[i];
+            for (size_t j = 0; j < size; j++)
+                if (c[j] != (unsigned char)((uintptr_t)b[i] >> 4 & 0xFF)) {
+                    __atomic_add_fetch(&busy_bad, 1, __ATOMIC_RELAXED);
+                    break;
+                }
+            ntpool_block_info_t info;
+            if (ntpool_heap_free(b[i], IDLE_LABEL, &info) != NTPOOL_HF_OK)
+                __atomic_add_fetch(&busy_bad, 1, __ATOMIC_RELAXED);
+        }
+        char why[256];
+        if (r % 8 == 7 && ntpool_heap_validate(why, sizeof why) != 0)
+            __atomic_add_fetch(&busy_bad, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+START_TEST(kept_spans_released_while_busy)
+{
+    idle_configure(0);
+    uint64_t live0 = spans_live();
+    ntpool_heap_stats_t st0;
+    ntpool_heap_stats(&st0);
+    uint64_t created0 = st0.spans_created;
+    pthread_t t[2];
+    ck_assert_int_eq(pthread_create(&t[0], NULL, busy_worker, (void *)(uintptr_t)256), 0);
+    ck_assert_int_eq(pthread_create(&t[1], NULL, busy_worker, (void *)(uintptr_t)1024), 0);
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
+    ck_assert_int_eq(busy_bad, 0);
+    /* Kept spans were released under their owners' feet: the two threads carve about 20 spans
+     * when nothing is released, and again each round their kept ones are gone. */
+    ntpool_heap_stats_t st;
+    ntpool_heap_stats(&st);
+    ck_assert_msg(st.spans_created - created0 > 40, "%llu spans created: none was released",
+                  (unsigned long long)(st.spans_created - created0));
+    assert_valid("after both threads");
+    /* Both threads have exited: nothing of theirs is left. */
+    ck_assert_uint_eq(spans_live(), live0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
@@ -564,5 +736,7 @@ int main(void)
     NTP_CASE(s, "fork", fork_while_threads_allocate);
     NTP_CASE(s, "thread_cleanup", thread_cleanup_folds_counters);
     NTP_CASE(s, "frees_by_another_thread", frees_by_another_thread);
+    NTP_CASE(s, "idle_thread_kept_spans_released", idle_thread_kept_spans_released);
+    NTP_CASE(s, "kept_spans_released_while_busy", kept_spans_released_while_busy);
     return ntp_test_main(s);
 }
