@@ -129,9 +129,11 @@ static int lists_trylock(ntp_theap_t *h)
            atomic_exchange_explicit(&h->lists_lock, 1, memory_order_acquire) == 0;
 }
 
+/* Then a report that had to wait for the unlock is made (ntp_corrupt_defer). */
 static void lists_unlock(ntp_theap_t *h)
 {
     atomic_store_explicit(&h->lists_lock, 0, memory_order_release);
+    ntp_corrupt_flush();
 }
 
 /* ---- init --------------------------------------------------------------------------------- */
@@ -964,6 +966,7 @@ static void reap_abandoned(ntp_theap_t *h, unsigned kind, unsigned cls)
             abandoned_push(s);
             pthread_mutex_unlock(&ntp_heap.abandoned_lock);
         }
+        ntp_corrupt_flush(); /* the span is dropped or listed again: a handler may jump away */
     }
 }
 

@@ -334,6 +334,8 @@ void ntp_span_clear_attn(ntp_span_t *s);
 size_t ntp_span_meta_size(uint32_t reserved);
 void ntp_span_rebuild(ntp_span_t *s);
 void ntp_corrupt(ntpool_corruption_t what, uintptr_t a, uintptr_t b);
+void ntp_corrupt_defer(ntpool_corruption_t what, uintptr_t a, uintptr_t b);
+void ntp_corrupt_flush(void);
 ntp_span_t *ntp_span_of(uintptr_t a);
 uint64_t ntp_rand(uint64_t *state);
 

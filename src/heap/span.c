@@ -23,6 +23,33 @@ void ntp_corrupt(ntpool_corruption_t what, uintptr_t a, uintptr_t b)
         hook(what, a, b);
 }
 
+/* A report found while the thread holds its heap's list lock waits for ntp_corrupt_flush, which
+ * the unlock calls: the hook's bug-check handler may jump away, and must not take the lock with
+ * it. The first report waits; later ones before the flush are dropped, as the span's one report
+ * already drops them. */
+static _Thread_local struct {
+    ntpool_corruption_t what;
+    uintptr_t a, b;
+} corrupt_later;
+
+void ntp_corrupt_defer(ntpool_corruption_t what, uintptr_t a, uintptr_t b)
+{
+    if (corrupt_later.what == NTPOOL_CORRUPT_NONE) {
+        corrupt_later.a = a;
+        corrupt_later.b = b;
+        corrupt_later.what = what;
+    }
+}
+
+void ntp_corrupt_flush(void)
+{
+    ntpool_corruption_t what = corrupt_later.what;
+    if (ntp_likely(what == NTPOOL_CORRUPT_NONE))
+        return;
+    corrupt_later.what = NTPOOL_CORRUPT_NONE;
+    ntp_corrupt(what, corrupt_later.a, corrupt_later.b);
+}
+
 ntp_span_t *ntp_span_of(uintptr_t a)
 {
     if ((a >> NTP_VA_BITS) != 0 || ntp_load(&ntp_segmap[a >> NTP_SEG_SHIFT]) != NTP_SEGMAP_SEG)
@@ -144,7 +171,8 @@ size_t ntp_span_meta_size(uint32_t reserved)
 /* Move remote frees onto s->free (which is empty). Owner only. Returns blocks collected.
  * A set bit whose block's label is not REMOTE is a double free that raced the owner's own free
  * (the block is on the free list or handed out again): it is not linked again, and the first
- * one is reported once the span is consistent, since a bug-check handler may jump away. */
+ * one is reported by ntp_corrupt_flush once the span is consistent and the heap's lists are
+ * unlocked, since a bug-check handler may jump away. */
 uint32_t ntp_span_collect(ntp_span_t *s)
 {
     uint32_t got = 0, words = NTP_XWORDS(ntp_load(&s->capacity));
@@ -178,7 +206,7 @@ uint32_t ntp_span_collect(ntp_span_t *s)
         ntp_store(&s->state, (uint8_t)(st & ~NTP_STATE_FRESH));
     }
     if (ntp_unlikely(raced != 0))
-        ntp_corrupt(NTPOOL_CORRUPT_REMOTE_DOUBLE, raced, s->bsize);
+        ntp_corrupt_defer(NTPOOL_CORRUPT_REMOTE_DOUBLE, raced, s->bsize);
     return got;
 }
 

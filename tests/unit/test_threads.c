@@ -728,6 +728,60 @@ START_TEST(kept_spans_released_while_busy)
 }
 END_TEST
 
+/* ---- a late double-free report leaves the heap usable --------------------------------------
+ * A double free that races the owner's own free (misuse row 28) is found when the owner collects
+ * the span's remote frees, inside a refill that holds the heap's list lock; the report waits for
+ * the unlock, since the handler may jump away (as here). The state is made by hand: a live block
+ * whose bit is set in its span's remote-free bitmap. After the jump the owner allocates, frees
+ * and validates again (each takes the list lock), and the block is still live, never linked. */
+
+enum { LATE_MAX = 20000 };
+#define LATE_TAG 'etaL'
+static void *late_blocks[LATE_MAX];
+static int late_n;
+
+static void late_fill(void)
+{
+    while (late_n < LATE_MAX) {
+        void *q = ExAllocatePool2(POOL_FLAG_NON_PAGED, 200, LATE_TAG);
+        ck_assert_ptr_nonnull(q);
+        late_blocks[late_n++] = q;
+    }
+}
+
+START_TEST(late_double_free_report_unlocks)
+{
+    void *p = ExAllocatePool2(POOL_FLAG_NON_PAGED, 200, LATE_TAG);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0x6C, 200);
+    ntpool_block_info_t info;
+    ck_assert_int_eq(ntpool_heap_lookup(p, &info), NTPOOL_HF_OK);
+    ntp_span_t *s = info.span;
+    atomic_fetch_or(&s->xbits[info.index / NTP_XBITS], (uint64_t)1 << (info.index % NTP_XBITS));
+    EXPECT_BUGCHECK(BAD_POOL_CALLER, 0x07, late_fill());
+    ck_assert_uint_eq(ntp_bc.p[3], (ULONG_PTR)p);
+    ck_assert_int_lt(late_n, LATE_MAX);
+    /* The owner goes on with the same class: its refills and span events take the lock. */
+    for (int i = 0; i < late_n; i++)
+        ExFreePoolWithTag(late_blocks[i], LATE_TAG);
+    late_n = 0;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 4000; i++) {
+            late_blocks[i] = ExAllocatePool2(POOL_FLAG_NON_PAGED, 200, LATE_TAG);
+            ck_assert_ptr_nonnull(late_blocks[i]);
+            ck_assert_ptr_ne(late_blocks[i], p); /* not handed out while live */
+        }
+        for (int i = 0; i < 4000; i++)
+            ExFreePoolWithTag(late_blocks[i], LATE_TAG);
+    }
+    assert_valid("after the late report");
+    for (int i = 0; i < 200; i++)
+        ck_assert_uint_eq(((unsigned char *)p)[i], 0x6C);
+    ExFreePoolWithTag(p, LATE_TAG);
+    assert_tag_balanced(LATE_TAG, "after the late report");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
@@ -738,5 +792,6 @@ int main(void)
     NTP_CASE(s, "frees_by_another_thread", frees_by_another_thread);
     NTP_CASE(s, "idle_thread_kept_spans_released", idle_thread_kept_spans_released);
     NTP_CASE(s, "kept_spans_released_while_busy", kept_spans_released_while_busy);
+    NTP_CASE(s, "late_double_free_report_unlocks", late_double_free_report_unlocks);
     return ntp_test_main(s);
 }
