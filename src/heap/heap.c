@@ -48,8 +48,9 @@ _Atomic int ntp_heap_ready;
 #define NTP_KEEP_TOTAL ((uint64_t)64 << 20)
 static _Atomic uint64_t kept_total;
 
-/* When kept_reap may next look for stale kept spans (ntpool_os_now_ms). */
-static _Atomic uint64_t kept_reap_next_ms;
+/* When kept_reap may next look for stale kept spans (ntpool_os_coarse_ms). Read on every slow
+ * path and written about twice a delay: a line of its own, away from kept_total's writes. */
+static _Alignas(64) _Atomic uint64_t kept_reap_next_ms;
 
 static pthread_once_t heap_once = PTHREAD_ONCE_INIT;
 static _Atomic int cfg_set;
@@ -129,10 +130,15 @@ static int lists_trylock(ntp_theap_t *h)
            atomic_exchange_explicit(&h->lists_lock, 1, memory_order_acquire) == 0;
 }
 
-/* Then a report that had to wait for the unlock is made (ntp_corrupt_defer). */
-static void lists_unlock(ntp_theap_t *h)
+static void lists_release(ntp_theap_t *h)
 {
     atomic_store_explicit(&h->lists_lock, 0, memory_order_release);
+}
+
+/* The owner's unlock: then a report that had to wait for it is made (ntp_corrupt_defer). */
+static void lists_unlock(ntp_theap_t *h)
+{
+    lists_release(h);
     ntp_corrupt_flush();
 }
 
@@ -268,7 +274,7 @@ static uint64_t span_bytes(const ntp_span_t *s)
 
 /* s (owned, on avail, not current) is empty: keep it if the heap's allowance has room, else
  * release it. A kept span's charge is returned to its pool now and taken again by span_unkeep. */
-static void span_keep_or_drop(ntp_theap_t *h, ntp_span_t *s)
+static void span_keep_or_drop(ntp_theap_t *h, ntp_span_t *s, uint64_t now)
 {
     uint64_t n = span_bytes(s);
     if (h->kept + n > NTP_KEEP_BYTES || ntp_load(&kept_total) + n > NTP_KEEP_TOTAL) {
@@ -278,7 +284,7 @@ static void span_keep_or_drop(ntp_theap_t *h, ntp_span_t *s)
     }
     h->kept += n;
     atomic_fetch_add_explicit(&kept_total, n, memory_order_relaxed);
-    s->kept_ms = ntpool_os_now_ms();
+    s->kept_ms = now;
     s->kept_charge = s->charged;
     s->charged = 0;
     if (s->kept_charge != 0) {
@@ -403,11 +409,9 @@ void ntpool_heap_thread_done(void)
  * with no lock held; at most one thread looks at a time, and at most about twice a delay. */
 static void kept_reap(uint64_t now)
 {
-    if (ntp_load(&kept_total) == 0)
-        return;
     uint64_t delay = ntp_heap.cfg.purge_delay_ms;
     uint64_t next = ntp_load(&kept_reap_next_ms);
-    if (now < next ||
+    if (now < next || ntp_load(&kept_total) == 0 ||
         !atomic_compare_exchange_strong(&kept_reap_next_ms, &next, now + delay / 2 + 1))
         return;
     ntp_span_t *stale = NULL;
@@ -429,7 +433,7 @@ static void kept_reap(uint64_t now)
                     stale = s;
                 }
             }
-        lists_unlock(h);
+        lists_release(h); /* another thread's heap, the registry locked: no report here */
     }
     pthread_mutex_unlock(&ntp_heap.registry_lock);
     while (stale != NULL) {
@@ -680,8 +684,7 @@ void *ntpool_heap_alloc(ntpool_kind_t kind, size_t size, uint32_t label, unsigne
         lists_lock(h);
         ntp_span_t *s = heap_refill(h, kind, cls, level);
         lists_unlock(h);
-        if (ntp_load(&kept_total) != 0)
-            kept_reap(ntpool_os_now_ms());
+        kept_reap(ntpool_os_coarse_ms());
         if (s == NULL)
             return NULL;
     }
@@ -729,11 +732,12 @@ void ntp_span_event(ntp_theap_t *h, ntp_span_t *s)
         list_push(&h->avail[s->kind][s->cls], s);
     }
     int emptied = s->used == 0 && !(ntp_load(&s->state) & NTP_STATE_CUR);
+    uint64_t now = emptied ? ntpool_os_coarse_ms() : 0;
     if (emptied)
-        span_keep_or_drop(h, s); /* s may be gone now */
+        span_keep_or_drop(h, s, now); /* s may be gone now */
     lists_unlock(h);
     if (emptied)
-        kept_reap(ntpool_os_now_ms());
+        kept_reap(now);
 }
 
 static ntpool_hf_t classify(uintptr_t a, ntp_span_t **sp, uint32_t *idxp, ntpool_block_info_t *info)

@@ -143,7 +143,7 @@ typedef struct ntp_span {
     struct ntp_segment *seg;
     uint64_t charged;         /* bytes charged to the kind's committed counter */
     uint64_t kept_charge;     /* KEPT: what charged was, charged again when the span is used */
-    uint64_t kept_ms;         /* KEPT: when it became empty (ntpool_os_now_ms) */
+    uint64_t kept_ms;         /* KEPT: when it became empty (ntpool_os_coarse_ms) */
     _Atomic uint32_t huge_label; /* label storage of a one-block span */
     uint8_t first_slice;
     uint8_t dirty;            /* its slices held data before (not known zero) */

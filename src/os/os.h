@@ -55,6 +55,7 @@ int ntpool_os_advise(void *addr, size_t size, int advice);
 size_t ntpool_os_cache_line(void);
 uint64_t ntpool_os_physical_memory(void); /* RAM, bounded by the cgroup memory limit */
 uint64_t ntpool_os_now_ms(void);          /* CLOCK_MONOTONIC, milliseconds */
+uint64_t ntpool_os_coarse_ms(void);       /* the same at the kernel tick's resolution, cheaper */
 unsigned ntpool_os_node_count(void);      /* NUMA nodes online (1 without NUMA) */
 uint64_t ntpool_os_max_map_count(void);   /* vm.max_map_count (65530, the default, if unreadable) */
 unsigned ntpool_os_current_node(void);    /* node of the CPU the caller runs on now */
