@@ -195,19 +195,24 @@ uint64_t ntpool_os_physical_memory(void)
     return (cg != 0 && cg < ram) ? cg : ram;
 }
 
+static uint64_t timespec_ms(const struct timespec *ts)
+{
+    return (uint64_t)ts->tv_sec * 1000u + (uint64_t)ts->tv_nsec / 1000000u;
+}
+
 uint64_t ntpool_os_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return timespec_ms(&ts);
 }
 
 uint64_t ntpool_os_coarse_ms(void)
 {
     struct timespec ts;
     if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+        return ntpool_os_now_ms();
+    return timespec_ms(&ts);
 }
 
 #define NTP_OS_MAX_NODES 1024u
