@@ -111,23 +111,21 @@ static void state_set(ntp_span_t *s, uint8_t set, uint8_t clear)
                                           : NTP_NOBIN_OFF;
 }
 
-/* h's lists_lock: its owner waits for it (only kept_reap contends, for a few list moves);
- * kept_reap only tries. */
-static void lists_lock(ntp_theap_t *h)
-{
-    while (atomic_exchange_explicit(&h->lists_lock, 1, memory_order_acquire) != 0) {
-        while (ntp_load(&h->lists_lock) != 0) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        }
-    }
-}
-
+/* h's lists_lock: kept_reap only tries it; its owner waits for it (only kept_reap contends,
+ * for a few list moves). */
 static int lists_trylock(ntp_theap_t *h)
 {
     return ntp_load(&h->lists_lock) == 0 &&
            atomic_exchange_explicit(&h->lists_lock, 1, memory_order_acquire) == 0;
+}
+
+static void lists_lock(ntp_theap_t *h)
+{
+    while (!lists_trylock(h)) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
 }
 
 static void lists_release(ntp_theap_t *h)
