@@ -491,6 +491,93 @@ static void case_fork(void)
         CHECK(pthread_join(th[i], NULL) == 0);
 }
 
+/* ---- the purge thread (NTPOOL_PURGE_THREAD=1, NTPOOL_PURGE_DELAY=20) ---------------------------
+ * Started from inside a malloc (the first slow path after set-up), in the parent and again in a
+ * fork child; while every thread of the program is idle it gives back what they freed. */
+
+/* Whether a thread named ntpool-purge exists in this process, waiting up to about 5 s. */
+static int purge_thread_seen(void)
+{
+    char path[64], name[32];
+    for (int tries = 0; tries < 500; tries++) {
+        for (int tid = getpid(); tid < getpid() + 4096; tid++) {
+            snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
+            FILE *f = fopen(path, "r");
+            if (f == NULL)
+                continue;
+            int hit = fgets(name, sizeof name, f) != NULL && strncmp(name, "ntpool-purge", 12) == 0;
+            fclose(f);
+            if (hit)
+                return 1;
+        }
+        usleep(10000);
+    }
+    return 0;
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    CHECK(f != NULL);
+    long size = 0, resident = 0;
+    CHECK(fscanf(f, "%ld %ld", &size, &resident) == 2);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+enum { PURGE_N = 96 * 1024, PURGE_SIZE = 256 }; /* 24 MiB */
+static void **purge_blocks;
+static volatile int purge_freed, purge_done;
+
+static void *purge_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < PURGE_N; i++) {
+        CHECK((purge_blocks[i] = v_malloc(PURGE_SIZE)) != NULL);
+        memset(purge_blocks[i], 0x5A, PURGE_SIZE);
+    }
+    for (int i = 0; i < PURGE_N; i++)
+        v_free(purge_blocks[i]);
+    __atomic_store_n(&purge_freed, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&purge_done, __ATOMIC_ACQUIRE)) /* alive and idle */
+        usleep(1000);
+    return NULL;
+}
+
+static void case_purge_thread(void)
+{
+    v_free(v_malloc(100));
+    CHECK(purge_thread_seen());
+    CHECK((purge_blocks = calloc(PURGE_N, sizeof *purge_blocks)) != NULL);
+    long base = rss_kib();
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, purge_worker, NULL) == 0);
+    while (!__atomic_load_n(&purge_freed, __ATOMIC_ACQUIRE))
+        usleep(1000);
+    /* Freed: kept spans and free pages, 10 MiB or more, resident while both threads idle until
+     * the purge thread gives them back (10 s at most: the delay is 20 ms). */
+    long after = rss_kib();
+    for (int i = 0; i < 1000 && after > base + 3072; i++) {
+        usleep(10000);
+        after = rss_kib();
+    }
+    if (after > base + 3072)
+        fprintf(stderr, "RSS %ld KiB before the fill, %ld KiB 10 s after it was freed\n", base, after);
+    CHECK(after <= base + 3072);
+    __atomic_store_n(&purge_done, 1, __ATOMIC_RELEASE);
+    CHECK(pthread_join(th, NULL) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        void *p = v_malloc(5000); /* the child's first slow path starts its own */
+        v_free(p);
+        _exit(purge_thread_seen() ? 0 : 1);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    free(purge_blocks);
+}
+
 /* ---- code that runs before main and in dlopen'ed libraries ------------------------------------ */
 
 static void case_premain(void)
@@ -790,6 +877,7 @@ static const struct {
     {"dlopen", case_dlopen},         {"sites", case_sites},
     {"misuse", case_misuse},         {"vf_special", case_vf_special},
     {"vf_tracking", case_vf_tracking}, {"vf_lowres", case_vf_lowres},
+    {"purge_thread", case_purge_thread},
 };
 
 int main(int argc, char **argv)

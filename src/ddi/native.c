@@ -64,6 +64,10 @@ static void options_changed(ntp_opt_id_t id)
         if (atomic_load(&ntp_lib_ready))
             ntp_ex_tag_checks_changed();
         break;
+    case NTP_OPT_PURGE_THREAD:
+        if (atomic_load(&ntp_lib_ready))
+            (void)ntpool_heap_purger(ntp_opt_int(NTP_OPT_PURGE_THREAD) != 0);
+        break;
     default: /* read where used, or only at start-up */
         break;
     }
@@ -104,6 +108,9 @@ static void library_init_once(void)
     ntp_tags_init();
     apply_pool_options();
     ntp_vf_configure();
+    /* Started by the first slow path after this: set-up may be inside the first malloc. */
+    if (ntp_opt_int(NTP_OPT_PURGE_THREAD))
+        ntpool_heap_purger_request();
     ntp_options_changed = options_changed;
     atomic_store_explicit(&ntp_lib_ready, 1, memory_order_release);
 }

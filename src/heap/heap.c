@@ -176,6 +176,7 @@ static void heap_init_once(void)
         seed = ntpool_os_now_ms() ^ (uint64_t)(uintptr_t)&seed ^ ((uint64_t)getpid() << 32);
     ntp_heap.seed = seed;
     pthread_key_create(&ntp_heap.key, heap_thread_exit);
+    ntp_purger_init();
     NTP_ATFORK_ONCE(heap_atfork_prepare, heap_atfork_parent, heap_atfork_child);
     atomic_store_explicit(&ntp_heap_ready, 1, memory_order_release);
 }
@@ -281,7 +282,7 @@ static void span_keep_or_drop(ntp_theap_t *h, ntp_span_t *s, uint64_t now)
         return;
     }
     h->kept += n;
-    atomic_fetch_add_explicit(&kept_total, n, memory_order_relaxed);
+    atomic_fetch_add(&kept_total, n); /* before the poke: see ntp_purger_poke */
     s->kept_ms = now;
     s->kept_charge = s->charged;
     s->charged = 0;
@@ -403,15 +404,10 @@ void ntpool_heap_thread_done(void)
 /* ---- stale kept spans ---------------------------------------------------------------------- */
 
 /* Release the kept spans that have stayed unused for the purge delay, in every heap whose lists
- * are free at the moment (one busy in a slow path is looked at next time). Called on slow paths
- * with no lock held; at most one thread looks at a time, and at most about twice a delay. */
-static void kept_reap(uint64_t now)
+ * are free at the moment (one busy in a slow path is looked at next time). */
+static void kept_release_stale(uint64_t now)
 {
     uint64_t delay = ntp_heap.cfg.purge_delay_ms;
-    uint64_t next = ntp_load(&kept_reap_next_ms);
-    if (now < next || ntp_load(&kept_total) == 0 ||
-        !atomic_compare_exchange_strong(&kept_reap_next_ms, &next, now + delay / 2 + 1))
-        return;
     ntp_span_t *stale = NULL;
     pthread_mutex_lock(&ntp_heap.registry_lock);
     for (ntp_theap_t *h = ntp_heap.live_heaps; h != NULL; h = h->next) {
@@ -439,6 +435,33 @@ static void kept_reap(uint64_t now)
         stale = s->next;
         span_drop(s);
     }
+}
+
+/* The slow paths' look at the kept spans, with no lock held: at most one thread looks at a
+ * time, and at most about twice a delay. The purge thread is poked first (it may sleep). */
+static void kept_reap(uint64_t now)
+{
+    ntp_purger_poke();
+    uint64_t next = ntp_load(&kept_reap_next_ms);
+    if (now < next || ntp_load(&kept_total) == 0 ||
+        !atomic_compare_exchange_strong(&kept_reap_next_ms, &next,
+                                        now + ntp_heap.cfg.purge_delay_ms / 2 + 1))
+        return;
+    kept_release_stale(now);
+}
+
+int ntp_kept_reap_now(uint64_t now)
+{
+    if (ntp_load(&kept_total) != 0) {
+        ntp_store(&kept_reap_next_ms, now + ntp_heap.cfg.purge_delay_ms / 2 + 1);
+        kept_release_stale(now);
+    }
+    return ntp_kept_bytes() != 0;
+}
+
+uint64_t ntp_kept_bytes(void)
+{
+    return atomic_load(&kept_total);
 }
 
 /* ---- refill -------------------------------------------------------------------------------- */
@@ -1013,6 +1036,7 @@ void ntpool_heap_stats(ntpool_heap_stats_t *st)
     st->spans_adopted = ntp_heap.spans_adopted;
     pthread_mutex_unlock(&ntp_heap.abandoned_lock);
     st->lock_errno = ntp_heap.lock_errno;
+    ntp_purger_stats(&st->purge_passes, &st->purge_thread);
 }
 
 /* ---- fork ------------------------------------------------------------------------------------ */
@@ -1059,6 +1083,7 @@ static void heap_atfork_child(void)
 {
     ntp_meta_atfork(2);
     ntp_segments_atfork(2);
+    ntp_purger_atfork_child();
     pthread_mutex_init(&ntp_heap.abandoned_lock, NULL);
     pthread_mutex_init(&ntp_heap.registry_lock, NULL);
     ntp_theap_t *me = ntp_self.heap, *h = ntp_heap.live_heaps, *next;

@@ -145,8 +145,18 @@ typedef struct ntpool_heap_stats {
     uint64_t heaps_live, heaps_created;
     uint64_t locked_segments; /* nonpaged segments locked in memory */
     int lock_errno;           /* why locking was given up (0 = it was not) */
+    int purge_thread;         /* the purge thread runs */
+    uint64_t purge_passes;    /* passes it made (since the process, or its fork, started) */
 } ntpool_heap_stats_t;
 void ntpool_heap_stats(ntpool_heap_stats_t *st);
+
+/* The purge thread (NTPOOL_PURGE_THREAD): while on, kept spans and free pages unused for the
+ * purge delay go back even when no thread of the program passes a slow path. on = 1 starts it
+ * now (0, or pthread_create's error), 0 stops it and waits for it to end. Request: start it at
+ * the next slow path of any thread (for the library's set-up, which must not create a thread
+ * from inside a first malloc). A fork child starts its own when the parent had one wanted. */
+int ntpool_heap_purger(int on);
+void ntpool_heap_purger_request(void);
 
 /* Walk every check the engine can make of its own state (debug and tests). Returns the number
  * of violations found; describes the first in `why`. */

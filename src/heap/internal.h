@@ -314,9 +314,42 @@ int ntp_jumbo_was_freed(uintptr_t a, unsigned *kind);
 int ntp_commit(unsigned kind, uint64_t bytes, unsigned level);
 void ntp_refresh_closed(unsigned budget);
 void ntp_uncommit(unsigned kind, uint64_t bytes);
-void ntp_kind_purge(unsigned kind, int force);
+/* Purge kind's free slices dirty for the delay (all when forced); returns how many free slices
+ * still hold pages a later purge could give back. */
+uint64_t ntp_kind_purge(unsigned kind, int force);
+uint64_t ntp_kind_purgeable(unsigned kind);
 void ntp_segments_atfork(int phase); /* 0 prepare, 1 parent, 2 child */
 void ntp_segments_foreach_span(void (*fn)(ntp_span_t *s, void *arg), void *arg);
+
+/* purge.c - the purge thread (ntpool_heap_purger). A slow path that may have left something
+ * for it (a kept span, a released span's pages) wakes it: one load, unless the thread sleeps
+ * for want of work or is to be started (after a fork, or when the library was set up with it
+ * on). ntp_purger_poke may start it, so its caller holds no lock at all (pthread_create may
+ * allocate, from the pool when it is the process's malloc); ntp_purger_wake only wakes it,
+ * and may be called holding any heap lock. */
+#define NTP_PURGER_ASLEEP 1u /* waiting, untimed, for something to purge */
+#define NTP_PURGER_START 2u  /* wanted and not running: the next poke starts it */
+extern _Atomic unsigned ntp_purger_flags;
+void ntp_purger_poke_slow(unsigned may);
+/* Sequentially consistent loads, as the thread's own announcement that it sleeps: either it
+ * sees what the poker left, or the poker sees it asleep. */
+NTP_INLINE void ntp_purger_poke(void)
+{
+    if (ntp_unlikely(atomic_load(&ntp_purger_flags) != 0))
+        ntp_purger_poke_slow(NTP_PURGER_ASLEEP | NTP_PURGER_START);
+}
+NTP_INLINE void ntp_purger_wake(void)
+{
+    if (ntp_unlikely(atomic_load(&ntp_purger_flags) & NTP_PURGER_ASLEEP))
+        ntp_purger_poke_slow(NTP_PURGER_ASLEEP);
+}
+void ntp_purger_init(void);
+void ntp_purger_atfork_child(void);
+void ntp_purger_stats(uint64_t *passes, int *running);
+/* heap.c: release the kept spans unused for the delay now; whether any kept span is left.
+ * ntp_kept_bytes: what the kept spans hold (sequentially consistent, as the poke). */
+int ntp_kept_reap_now(uint64_t now);
+uint64_t ntp_kept_bytes(void);
 
 /* meta.c - zeroed metadata memory, never from the pool itself. */
 void *ntp_meta_alloc(size_t size);

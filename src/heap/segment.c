@@ -407,7 +407,26 @@ static void purge_locked(unsigned kind, int force)
     }
 }
 
-void ntp_kind_purge(unsigned kind, int force)
+/* Free slices whose pages a later purge may still give back (locked segments' never are). */
+static uint64_t purgeable_locked(const ntp_kind_t *k)
+{
+    uint64_t n = 0;
+    for (const ntp_segment_t *seg = k->segs; seg != NULL; seg = seg->next)
+        if (!seg->locked)
+            n += (uint64_t)__builtin_popcountll(seg->dirty_mask);
+    return n;
+}
+
+uint64_t ntp_kind_purgeable(unsigned kind)
+{
+    ntp_kind_t *k = &ntp_heap.kind[kind];
+    pthread_mutex_lock(&k->lock);
+    uint64_t n = purgeable_locked(k);
+    pthread_mutex_unlock(&k->lock);
+    return n;
+}
+
+uint64_t ntp_kind_purge(unsigned kind, int force)
 {
     ntp_kind_t *k = &ntp_heap.kind[kind];
     pthread_mutex_lock(&k->lock);
@@ -421,7 +440,9 @@ void ntp_kind_purge(unsigned kind, int force)
                 k->nempty--;
         }
     }
+    uint64_t left = purgeable_locked(k);
     pthread_mutex_unlock(&k->lock);
+    return left;
 }
 
 void ntp_span_release(ntp_span_t *s)
@@ -449,6 +470,7 @@ void ntp_span_release(ntp_span_t *s)
         k->nempty++; /* kept: the cache has room, or it could not be unmapped */
     purge_locked(kind, 0);
     pthread_mutex_unlock(&k->lock);
+    ntp_purger_wake(); /* its pages may now wait for the purge thread */
 }
 
 /* ---- huge blocks: one block per span, or a jumbo segment of its own ----------------------- */

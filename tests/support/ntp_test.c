@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -88,4 +89,23 @@ const ntpool_tag_stat_t *ntp_test_find_tag(const ntpool_tag_stat_t *s, size_t n,
         if (s[i].tag == tag)
             return &s[i];
     return NULL;
+}
+
+size_t ntp_test_resident_pages(void *const *blocks, size_t n)
+{
+    size_t resident = 0, page_size = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t last = 0;
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t page = (uintptr_t)blocks[i] & ~(uintptr_t)(page_size - 1);
+        if (blocks[i] == NULL || page == last)
+            continue;
+        last = page;
+        unsigned char in = 0;
+        if (mincore((void *)page, page_size, &in) != 0) {
+            ck_assert_int_eq(errno, ENOMEM);
+            continue;
+        }
+        resident += in & 1;
+    }
+    return resident;
 }

@@ -80,6 +80,10 @@ static inline uint64_t ntp_test_rand(uint64_t *s)
 }
 
 /* Find tag in a snapshot (NULL if absent). */
+/* Pages holding the blocks still resident: a page that is unmapped (mincore fails with ENOMEM)
+ * or that mincore reports absent has gone back to the OS. Exact, unlike RSS, which counts the
+ * whole process and which some kernels report at a coarser grain. */
+size_t ntp_test_resident_pages(void *const *blocks, size_t n);
 const ntpool_tag_stat_t *ntp_test_find_tag(const ntpool_tag_stat_t *s, size_t n, ULONG tag);
 
 #endif

@@ -709,28 +709,6 @@ static uint64_t rss_bytes(void)
     return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/* Pages of [blocks] still resident: a page that is unmapped (mincore fails with ENOMEM) or that
- * mincore reports absent has gone back to the OS. Exact, unlike RSS, which counts the whole
- * process and which some kernels report at a coarser grain. */
-static size_t resident_pages(void *const *blocks, size_t n)
-{
-    size_t resident = 0;
-    uintptr_t last = 0;
-    for (size_t i = 0; i < n; i++) {
-        uintptr_t page = (uintptr_t)blocks[i] & ~(uintptr_t)(NTP_PAGE_SIZE - 1);
-        if (page == last)
-            continue;
-        last = page;
-        unsigned char in = 0;
-        if (mincore((void *)page, NTP_PAGE_SIZE, &in) != 0) {
-            ck_assert_int_eq(errno, ENOMEM);
-            continue;
-        }
-        resident += in & 1;
-    }
-    return resident;
-}
-
 static void trim_test(ntpool_kind_t kind)
 {
     enum { N = 50 * 1024 }; /* 50 MiB of 1 KiB blocks */
@@ -742,14 +720,14 @@ static void trim_test(ntpool_kind_t kind)
         memset(blocks[i], 0x77, 1024);
     }
     uint64_t peak = rss_bytes();
-    size_t touched = resident_pages(blocks, N);
+    size_t touched = ntp_test_resident_pages(blocks, N);
     ck_assert_uint_ge(touched, N / 4); /* 1 KiB blocks: at least 4 per page, all written */
     ck_assert_uint_ge(ntpool_heap_committed(b), c_start + 50 * MiB);
     for (int i = 0; i < N; i++)
         free_ok(blocks[i], 0x5472696Du);
     ntpool_heap_trim();
     uint64_t after = rss_bytes();
-    size_t kept = resident_pages(blocks, N);
+    size_t kept = ntp_test_resident_pages(blocks, N);
     ck_assert_msg(kept == 0, "%zu of the %zu pages the blocks used are still resident after trim "
                   "(process RSS %llu KiB at the peak, %llu KiB after)", kept, touched,
                   (unsigned long long)(peak >> 10), (unsigned long long)(after >> 10));

@@ -663,9 +663,9 @@ START_TEST(idle_thread_kept_spans_released)
 END_TEST
 
 /* The same release while the owners are busy with the same spans: two threads fill and empty
- * spans of their own class in a loop with no delay, so each keeps spans that either may release
- * whenever the owner's lists are free. No block is lost or handed out twice, and both heaps stay
- * valid. */
+ * spans of their own class in a loop with no delay, so each keeps spans that either, or the
+ * purge thread, may release whenever the owner's lists are free. No block is lost or handed out
+ * twice, and both heaps stay valid. */
 enum { BUSY_ROUNDS = 40 };
 static int busy_bad;
 
@@ -706,6 +706,8 @@ static void *busy_worker(void *arg)
 START_TEST(kept_spans_released_while_busy)
 {
     idle_configure(0);
+    /* The purge thread releases them too, racing the owners' slow paths as theirs do. */
+    ck_assert_int_eq(ntpool_heap_purger(1), 0);
     uint64_t live0 = spans_live();
     ntpool_heap_stats_t st0;
     ntpool_heap_stats(&st0);
@@ -715,6 +717,7 @@ START_TEST(kept_spans_released_while_busy)
     ck_assert_int_eq(pthread_create(&t[1], NULL, busy_worker, (void *)(uintptr_t)1024), 0);
     pthread_join(t[0], NULL);
     pthread_join(t[1], NULL);
+    ck_assert_int_eq(ntpool_heap_purger(0), 0);
     ck_assert_int_eq(busy_bad, 0);
     /* Kept spans were released under their owners' feet: the two threads carve about 20 spans
      * when nothing is released, and again each round their kept ones are gone. */
@@ -725,6 +728,128 @@ START_TEST(kept_spans_released_while_busy)
     assert_valid("after both threads");
     /* Both threads have exited: nothing of theirs is left. */
     ck_assert_uint_eq(spans_live(), live0);
+}
+END_TEST
+
+/* ---- the purge thread ------------------------------------------------------------------------
+ * With every thread idle nothing passes a slow path, so kept spans and free pages stay resident
+ * however long they stay unused, until the purge thread (NTPOOL_PURGE_THREAD) gives them back.
+ * Once nothing is left for it, it sleeps until a slow path leaves it work. */
+
+static void purge_stats(uint64_t *passes, int *running)
+{
+    ntpool_heap_stats_t st;
+    ntpool_heap_stats(&st);
+    *passes = st.purge_passes;
+    *running = st.purge_thread;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* Wait up to about 10 s for the idle blocks' spans to go, all but one current span, and their
+ * pages with them. 1 when they did. */
+static int wait_idle_released(uint64_t live0, size_t resident_full)
+{
+    for (int i = 0; i < 1000; i++) {
+        if (spans_live() <= live0 + 1 &&
+            ntp_test_resident_pages(idle_blocks, IDLE_N) <= resident_full / 8)
+            return 1;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+START_TEST(purge_thread_releases_while_all_idle)
+{
+    idle_configure(IDLE_DELAY_MS);
+    ntpool_engine_stats_t es;
+    ntpool_engine_stats(&es); /* the library set up: the option applies at once */
+    sem_init(&idle_emptied, 0, 0);
+    sem_init(&idle_wake, 0, 0);
+    uint64_t live0 = spans_live(), passes;
+    int running;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, idle_sleeper, NULL), 0);
+    while (sem_wait(&idle_emptied) != 0)
+        ;
+    uint64_t live1 = spans_live();
+    size_t res1 = ntp_test_resident_pages(idle_blocks, IDLE_N);
+    ck_assert_msg(live1 >= live0 + 8 && res1 >= IDLE_N * IDLE_SIZE / NTP_PAGE_SIZE / 2,
+                  "%llu spans live, %zu pages resident after the round: none kept",
+                  (unsigned long long)(live1 - live0), res1);
+    /* Without the thread, nothing goes back while everyone is idle. */
+    sleep_ms(5 * IDLE_DELAY_MS);
+    ck_assert_uint_eq(spans_live(), live1);
+    ck_assert_uint_eq(ntp_test_resident_pages(idle_blocks, IDLE_N), res1);
+    ck_assert_int_eq(ntpool_option_set("NTPOOL_PURGE_THREAD", "1"), 0);
+    purge_stats(&passes, &running);
+    ck_assert_int_eq(running, 1);
+    ck_assert_msg(wait_idle_released(live0, res1),
+                  "the purge thread left %llu spans and %zu of %zu pages after 10 s",
+                  (unsigned long long)(spans_live() - live0),
+                  ntp_test_resident_pages(idle_blocks, IDLE_N), res1);
+    /* Then nothing is left to do: it stops waking (its passes stay put a while). */
+    uint64_t p0 = 0, p1 = 1;
+    for (int i = 0; i < 30 && p0 != p1; i++) {
+        purge_stats(&p0, &running);
+        sleep_ms(10 * IDLE_DELAY_MS);
+        purge_stats(&p1, &running);
+    }
+    ck_assert_msg(p0 == p1, "the purge thread still wakes with nothing to do (%llu passes)",
+                  (unsigned long long)p1);
+    ck_assert_uint_gt(p1, 0);
+    /* The sleeper fills and empties again, intact; the thread, woken, gives that back too. */
+    sem_post(&idle_wake);
+    pthread_join(t, NULL);
+    ck_assert_msg(idle_bad == 0, "%d bad allocations, frees or contents (%s)", idle_bad, idle_why);
+    assert_valid("after the sleeper's second round");
+    ck_assert_msg(wait_idle_released(live0, res1), "its exit's spans were left resident");
+    purge_stats(&passes, &running);
+    ck_assert_uint_gt(passes, p1);
+    ck_assert_int_eq(ntpool_option_set("NTPOOL_PURGE_THREAD", "0"), 0);
+    purge_stats(&passes, &running);
+    ck_assert_int_eq(running, 0);
+}
+END_TEST
+
+/* A fork child has none of its parent's threads, the purge thread included: its first slow path
+ * starts its own, which gives back what the child leaves idle. */
+START_TEST(purge_thread_in_fork_child)
+{
+    idle_configure(IDLE_DELAY_MS);
+    ck_assert_int_eq(ntpool_heap_purger(1), 0);
+    uint64_t passes;
+    int running;
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        purge_stats(&passes, &running);
+        if (running)
+            _exit(2);
+        uint64_t live0 = spans_live();
+        idle_round(IDLE_SIZE, 3); /* this thread's refills start it */
+        purge_stats(&passes, &running);
+        if (!running || idle_bad)
+            _exit(3);
+        size_t res1 = ntp_test_resident_pages(idle_blocks, IDLE_N);
+        if (spans_live() < live0 + 8)
+            _exit(4);
+        _exit(wait_idle_released(live0, res1) ? 0 : 5);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "child: status 0x%x (2: a thread before any slow path, 3: none after, "
+                  "4: nothing kept, 5: nothing released)", (unsigned)status);
+    purge_stats(&passes, &running);
+    ck_assert_int_eq(running, 1); /* the parent's own still runs */
+    ck_assert_int_eq(ntpool_heap_purger(0), 0);
 }
 END_TEST
 
@@ -793,5 +918,7 @@ int main(void)
     NTP_CASE(s, "idle_thread_kept_spans_released", idle_thread_kept_spans_released);
     NTP_CASE(s, "kept_spans_released_while_busy", kept_spans_released_while_busy);
     NTP_CASE(s, "late_double_free_report_unlocks", late_double_free_report_unlocks);
+    NTP_CASE(s, "purge_thread_releases_while_all_idle", purge_thread_releases_while_all_idle);
+    NTP_CASE(s, "purge_thread_in_fork_child", purge_thread_in_fork_child);
     return ntp_test_main(s);
 }
