@@ -758,7 +758,9 @@ static void sp_after_free(void)
 static void sp_slack(void)
 {
     unsigned char *p = v_malloc(20);
-    p[20] = 1; /* within the 16-byte rounding: caught by the slack's pattern when freed */
+    /* Within the 16-byte rounding: caught by the slack's pattern when freed. Flipped, since a
+     * fixed value is the pattern itself for one page in 128. */
+    p[20] = (unsigned char)~p[20];
     v_free(p);
 }
 
