@@ -10,6 +10,7 @@ Columns:
   ntpool                             bench_ntpool: ExAllocatePool2(NON_PAGED|UNINITIALIZED)
   <peer>:zero ntpool:zero            calloc against ExAllocatePool2 without UNINITIALIZED
   ntpool:noacct                      ntpool built with NTPOOL_ACCOUNTING=0
+  ntpool:purge                       bench_ntpool with NTPOOL_PURGE_THREAD=1 (memory workloads)
 
   driver.py --bindir DIR --out DIR [--smoke] [--only w1,w2] [--runs N] [--no-instructions]
 """
@@ -36,10 +37,10 @@ PEERS = [  # column, shared object preloaded, Debian package (for its version)
 
 
 class Workload:
-    def __init__(self, name, threads=(1, 2), runs=5, zero=False, noacct=False, only=None,
-                 smoke=0.001, args=(), smoke_args=()):
+    def __init__(self, name, threads=(1, 2), runs=5, zero=False, noacct=False, purge=False,
+                 only=None, smoke=0.001, args=(), smoke_args=()):
         self.name, self.threads, self.runs = name, threads, runs
-        self.zero, self.noacct, self.only = zero, noacct, only
+        self.zero, self.noacct, self.purge, self.only = zero, noacct, purge, only
         self.smoke, self.args, self.smoke_args = smoke, list(args), list(smoke_args)
 
 
@@ -59,15 +60,18 @@ WORKLOADS = [
     Workload("bigtouch"),
     Workload("simple", zero=True, noacct=True),
     Workload("threadchurn", smoke=0.003),
-    Workload("churn", threads=(1,), smoke=0.01, args=["--settle", "2"], smoke_args=["--settle", "0.2"]),
-    Workload("idle", threads=(1,), smoke=1),
+    Workload("churn", threads=(1,), purge=True, smoke=0.01, args=["--settle", "2"],
+             smoke_args=["--settle", "0.2"]),
+    Workload("idle", threads=(1,), purge=True, smoke=1),
 ]
 
 
 class Column:
-    def __init__(self, name, binary, preload=None, provider=None, peer=False, mode="uninit"):
+    def __init__(self, name, binary, preload=None, provider=None, peer=False, mode="uninit",
+                 env=None):
         self.name, self.binary, self.preload = name, binary, preload
         self.provider, self.peer, self.mode = provider, peer, mode
+        self.env = env or {}
 
 
 def find_lib(soname):
@@ -100,6 +104,8 @@ def make_columns(bindir, log):
     cols.append(Column("ntpool", "bench_ntpool", provider="ntpool-static"))
     cols.append(Column("ntpool:zero", "bench_ntpool_zero", provider="ntpool-static", mode="zero"))
     cols.append(Column("ntpool:noacct", "bench_ntpool_noacct", provider="ntpool-static", mode="noacct"))
+    cols.append(Column("ntpool:purge", "bench_ntpool", provider="ntpool-static", mode="purge",
+                       env={"NTPOOL_PURGE_THREAD": "1"}))
     for c in cols:
         c.binary = os.path.join(bindir, c.binary)
     return cols, skipped
@@ -109,7 +115,7 @@ def columns_for(wl, cols):
     if wl.only:
         return [c for c in cols if c.name in wl.only]
     return [c for c in cols if c.mode == "uninit" or (c.mode == "zero" and wl.zero)
-            or (c.mode == "noacct" and wl.noacct)]
+            or (c.mode == "noacct" and wl.noacct) or (c.mode == "purge" and wl.purge)]
 
 
 class RunError(Exception):
@@ -121,6 +127,7 @@ def env_for(col):
     env.pop("LD_PRELOAD", None)
     if col.preload:
         env["LD_PRELOAD"] = col.preload
+    env.update(col.env)
     return env
 
 

@@ -122,8 +122,9 @@ def snapshot_table(D):
 
 
 def memory_tables(D):
-    cols = [c for c in PEERS + ["ntpool"] if D.has("idle", 1, c) or D.has("churn", 1, c)]
-    out = "### Memory\n\nIdle: RSS of a process that has made one 64-byte allocation (MiB).\n\n"
+    cols = [c for c in PEERS + ["ntpool", "ntpool:purge"] if D.has("idle", 1, c) or D.has("churn", 1, c)]
+    out = ("### Memory\n\nIdle: RSS of a process that has made one 64-byte allocation (MiB). "
+           "ntpool:purge is ntpool with `NTPOOL_PURGE_THREAD=1`.\n\n")
     out += table(cols, [[num(D.med("idle", 1, c, "idle_kib") / MIB) if D.has("idle", 1, c) else "-" for c in cols]])
     nb = int(D.med("churn", 1, "ntpool", "blocks") or D.med("churn", 1, "glibc", "blocks") or 0)
     phases = [("fill", f"{nb} x 16..512 B filled"), ("free90", "random 90 % freed"),
@@ -141,6 +142,11 @@ def memory_tables(D):
                 + [num(D.med("churn", 1, c, "peak_kib") / MIB) if D.has("churn", 1, c) else "-" for c in cols])
     rows.append(["time until < 10 % of peak, ms", ""]
                 + [settle(D.med("churn", 1, c, "settle_ms")) for c in cols])
+    quiet = [D.med("churn", 1, c, "quiet_kib") for c in cols]
+    if any(q is not None for q in quiet):
+        secs = D.med("churn", 1, "ntpool", "quiet_s") or 2
+        rows.append([f"then idle for {num(secs)} s", "0"]
+                    + ["-" if q is None else num(q / MIB) for q in quiet])
     rows.append(["fill / refill time, ms", ""]
                 + [f"{num(D.med('churn', 1, c, 'fill_ms'))} / {num(D.med('churn', 1, c, 'refill_ms'))}" for c in cols])
     out += ("\nChurn, one thread: heap RSS in MiB (resident memory above the harness's own, "

@@ -15,7 +15,8 @@
  *   big      add N/10 blocks of 1..2 KiB
  *   refill   allocate the freed small blocks again, same sizes
  *   freeall  free everything, then watch RSS every 50 ms, the process idle, until the heap holds
- *            less than 10 % of its peak or settle_s has passed
+ *            less than 10 % of its peak or settle_s has passed; and the RSS once settle_s has
+ *            passed, still idle (quiet_kib)
  * Every block is written at its first and last byte, so all its pages are resident, as a block
  * a program uses would be. */
 
@@ -124,6 +125,12 @@ void run_churn(const bench_args_t *a)
     }
     out_f("settle_ms", settle < 0 ? -1 : settle * 1e3);
     out_u64("settle_end_kib", last);
+    /* What a process that stays idle keeps: RSS once the whole watch has passed. */
+    double left = a->settle_s - (now_s() - t0);
+    if (left > 0)
+        sleep_s(left);
+    out_u64("quiet_kib", heap_kib(base));
+    out_f("quiet_s", a->settle_s);
     out_end();
 }
 
