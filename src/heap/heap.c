@@ -433,6 +433,9 @@ static void kept_release_stale(uint64_t now)
     while (stale != NULL) {
         ntp_span_t *s = stale;
         stale = s->next;
+        /* Its pages have stayed unused for the delay too: they go back now, before its
+         * slices can be carved again, not a delay after its release. */
+        ntp_span_purge(s);
         span_drop(s);
     }
 }

@@ -307,6 +307,9 @@ unsigned ntp_class_for(size_t size, unsigned flags); /* NTP_CLASS_HUGE: > 64 KiB
 /* segment.c */
 ntp_span_t *ntp_span_carve(unsigned kind, unsigned nslices);
 void ntp_span_release(ntp_span_t *s);
+/* Give back the pages of s, whose slices are still its own and whose blocks are all free, now
+ * (unless its segment is locked in memory): s->dirty says whether they may still hold data. */
+void ntp_span_purge(ntp_span_t *s);
 ntp_span_t *ntp_huge_alloc(unsigned kind, size_t size, unsigned level);
 void ntp_huge_free(ntp_span_t *s);
 /* Was a block larger than a segment at address a freed (and unmapped) lately? */

@@ -445,6 +445,18 @@ uint64_t ntp_kind_purge(unsigned kind, int force)
     return left;
 }
 
+void ntp_span_purge(ntp_span_t *s)
+{
+    size_t n = (size_t)s->nslices << NTP_SLICE_SHIFT;
+    s->dirty = s->seg->locked || ntpool_os_purge((void *)s->base, n) != 0;
+    if (s->dirty)
+        return;
+    ntp_kind_t *k = &ntp_heap.kind[s->kind];
+    pthread_mutex_lock(&k->lock);
+    k->bytes_purged += n;
+    pthread_mutex_unlock(&k->lock);
+}
+
 void ntp_span_release(ntp_span_t *s)
 {
     unsigned kind = s->kind;
@@ -536,8 +548,7 @@ void ntp_huge_free(ntp_span_t *s)
     }
     jumbo_remember(s->base, kind);
     /* A huge span's pages are many and cold: give them back now, not after the delay. */
-    s->dirty = s->seg->locked ||
-               ntpool_os_purge((void *)s->base, (size_t)s->nslices << NTP_SLICE_SHIFT) != 0;
+    ntp_span_purge(s);
     uint64_t charged = s->charged;
     s->charged = 0;
     ntp_uncommit(kind, charged);

@@ -633,6 +633,7 @@ START_TEST(idle_thread_kept_spans_released)
     while (sem_wait(&idle_emptied) != 0)
         ;
     uint64_t live1 = spans_live();
+    size_t res1 = ntp_test_resident_pages(idle_blocks, IDLE_N);
     /* 2 MiB emptied: all but the current span are kept (the allowance is 8 MiB). */
     ck_assert_msg(live1 >= live0 + 8, "%llu spans live after the round, %llu before: none kept",
                   (unsigned long long)live1, (unsigned long long)live0);
@@ -651,6 +652,9 @@ START_TEST(idle_thread_kept_spans_released)
     ck_assert_msg(live2 <= live0 + 2, "%llu spans live after the delay, %llu before the round, "
                   "%llu after it: the idle thread's kept spans were not released",
                   (unsigned long long)live2, (unsigned long long)live0, (unsigned long long)live1);
+    /* Their pages, unused for the delay as well, went back with them. */
+    size_t res2 = ntp_test_resident_pages(idle_blocks, IDLE_N);
+    ck_assert_msg(res2 <= res1 / 8, "%zu of %zu pages still resident after the release", res2, res1);
     ck_assert_int_eq(ntpool_heap_free(p, IDLE_LABEL, &info), NTPOOL_HF_OK);
     /* The sleeper wakes and fills again: new spans, every block intact, its heap valid. */
     sem_post(&idle_wake);
