@@ -64,6 +64,10 @@ static void options_changed(ntp_opt_id_t id)
         if (atomic_load(&ntp_lib_ready))
             ntp_ex_tag_checks_changed();
         break;
+    case NTP_OPT_PURGE_DELAY:
+        if (atomic_load(&ntp_lib_ready))
+            ntpool_heap_set_purge_delay((uint32_t)ntp_opt_int(NTP_OPT_PURGE_DELAY));
+        break;
     case NTP_OPT_PURGE_THREAD:
         if (atomic_load(&ntp_lib_ready))
             (void)ntpool_heap_purger(ntp_opt_int(NTP_OPT_PURGE_THREAD) != 0);

@@ -41,6 +41,7 @@ ntp_theap_t ntp_empty_heap = {
 };
 
 _Atomic int ntp_heap_ready;
+_Atomic uint32_t ntp_purge_delay_ms = 100;
 
 /* Empty spans kept for reuse, in bytes of address space (their pages stay resident): at most
  * NTP_KEEP_BYTES per heap and NTP_KEEP_TOTAL in the process. */
@@ -163,6 +164,7 @@ static void heap_init_once(void)
         ntp_heap.cfg.lock_nonpaged = 0;
         ntp_heap.cfg.segment_cache = 1;
     }
+    ntp_store(&ntp_purge_delay_ms, ntp_heap.cfg.purge_delay_ms);
     ntp_classes_init();
     ntp_slicetab_init();
     for (unsigned k = 0; k < NTPOOL_KINDS; k++)
@@ -407,7 +409,7 @@ void ntpool_heap_thread_done(void)
  * are free at the moment (one busy in a slow path is looked at next time). */
 static void kept_release_stale(uint64_t now)
 {
-    uint64_t delay = ntp_heap.cfg.purge_delay_ms;
+    uint64_t delay = ntp_purge_delay();
     ntp_span_t *stale = NULL;
     pthread_mutex_lock(&ntp_heap.registry_lock);
     for (ntp_theap_t *h = ntp_heap.live_heaps; h != NULL; h = h->next) {
@@ -448,7 +450,7 @@ static void kept_reap(uint64_t now)
     uint64_t next = ntp_load(&kept_reap_next_ms);
     if (now < next || ntp_load(&kept_total) == 0 ||
         !atomic_compare_exchange_strong(&kept_reap_next_ms, &next,
-                                        now + ntp_heap.cfg.purge_delay_ms / 2 + 1))
+                                        now + ntp_purge_delay() / 2 + 1))
         return;
     kept_release_stale(now);
 }
@@ -456,7 +458,7 @@ static void kept_reap(uint64_t now)
 int ntp_kept_reap_now(uint64_t now)
 {
     if (ntp_load(&kept_total) != 0) {
-        ntp_store(&kept_reap_next_ms, now + ntp_heap.cfg.purge_delay_ms / 2 + 1);
+        ntp_store(&kept_reap_next_ms, now + ntp_purge_delay() / 2 + 1);
         kept_release_stale(now);
     }
     return ntp_kept_bytes() != 0;
@@ -996,6 +998,14 @@ static void reap_abandoned(ntp_theap_t *h, unsigned kind, unsigned cls)
         }
         ntp_corrupt_flush(); /* the span is dropped or listed again: a handler may jump away */
     }
+}
+
+void ntpool_heap_set_purge_delay(uint32_t ms)
+{
+    ntpool_heap_init();
+    ntp_store(&ntp_purge_delay_ms, ms);
+    ntp_store(&kept_reap_next_ms, 0); /* the next slow path looks with the new delay */
+    ntp_purger_nudge();
 }
 
 void ntpool_heap_trim(void)

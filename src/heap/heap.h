@@ -156,6 +156,9 @@ void ntpool_heap_stats(ntpool_heap_stats_t *st);
  * the next slow path of any thread (for the library's set-up, which must not create a thread
  * from inside a first malloc). A fork child starts its own when the parent had one wanted. */
 int ntpool_heap_purger(int on);
+/* NTPOOL_PURGE_DELAY from now on (the configured one until then); the purge thread, when it
+ * runs, makes a pass at once. */
+void ntpool_heap_set_purge_delay(uint32_t ms);
 void ntpool_heap_purger_request(void);
 
 /* Walk every check the engine can make of its own state (debug and tests). Returns the number

@@ -324,6 +324,14 @@ uint64_t ntp_kind_purgeable(unsigned kind);
 void ntp_segments_atfork(int phase); /* 0 prepare, 1 parent, 2 child */
 void ntp_segments_foreach_span(void (*fn)(ntp_span_t *s, void *arg), void *arg);
 
+/* NTPOOL_PURGE_DELAY in milliseconds: the configured one from the heap's set-up on, changed by
+ * ntpool_heap_set_purge_delay at any time (read relaxed: a slow path may use the old one once). */
+extern _Atomic uint32_t ntp_purge_delay_ms;
+NTP_INLINE uint64_t ntp_purge_delay(void)
+{
+    return ntp_load(&ntp_purge_delay_ms);
+}
+
 /* purge.c - the purge thread (ntpool_heap_purger). A slow path that may have left something
  * for it (a kept span, a released span's pages) wakes it: one load, unless the thread sleeps
  * for want of work or is to be started (after a fork, or when the library was set up with it
@@ -347,6 +355,7 @@ NTP_INLINE void ntp_purger_wake(void)
         ntp_purger_poke_slow(NTP_PURGER_ASLEEP);
 }
 void ntp_purger_init(void);
+void ntp_purger_nudge(void); /* make a pass now, and wait by the current delay from then on */
 void ntp_purger_atfork_child(void);
 void ntp_purger_stats(uint64_t *passes, int *running);
 /* heap.c: release the kept spans unused for the delay now; whether any kept span is left.

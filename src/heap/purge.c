@@ -30,6 +30,7 @@ static struct {
     pthread_t tid;
     int want;             /* on: started again after a fork, by the child's first poke */
     int stop;             /* under lock: the thread is to return */
+    int nudged;           /* under lock: make a pass now (the delay changed) */
     _Atomic int running;
     _Atomic uint64_t passes;
 } pg = {
@@ -41,7 +42,7 @@ static struct {
  * became stale is gone at most about 1.5 delays after it was left, but at least 10 ms. */
 static uint64_t tick_ms(void)
 {
-    uint64_t d = ntp_heap.cfg.purge_delay_ms / 2;
+    uint64_t d = ntp_purge_delay() / 2;
     return d < 10 ? 10 : d;
 }
 
@@ -85,10 +86,12 @@ static void *purger_main(void *arg)
         uint64_t ns = (uint64_t)ts.tv_nsec + tick_ms() * 1000000u;
         ts.tv_sec += (time_t)(ns / 1000000000u);
         ts.tv_nsec = (long)(ns % 1000000000u);
-        while (!pg.stop && pthread_cond_timedwait(&pg.cond, &pg.lock, &ts) != ETIMEDOUT)
+        while (!pg.stop && !pg.nudged &&
+               pthread_cond_timedwait(&pg.cond, &pg.lock, &ts) != ETIMEDOUT)
             ;
         if (pg.stop)
             break;
+        pg.nudged = 0;
         pthread_mutex_unlock(&pg.lock);
         left = purge_pass();
         atomic_fetch_add_explicit(&pg.passes, 1, memory_order_relaxed);
@@ -106,6 +109,7 @@ static int purger_start_locked(void)
     if (ntp_load(&pg.running))
         return 0;
     pg.stop = 0;
+    pg.nudged = 0;
     pthread_attr_t attr;
     sigset_t all, old;
     pthread_attr_init(&attr);
@@ -178,6 +182,15 @@ void ntp_purger_poke_slow(unsigned may)
     }
 }
 
+void ntp_purger_nudge(void)
+{
+    pthread_mutex_lock(&pg.lock);
+    pg.nudged = 1;
+    atomic_fetch_and(&ntp_purger_flags, ~NTP_PURGER_ASLEEP);
+    pthread_cond_broadcast(&pg.cond);
+    pthread_mutex_unlock(&pg.lock);
+}
+
 void ntp_purger_init(void)
 {
     pthread_condattr_t ca;
@@ -195,6 +208,7 @@ void ntp_purger_atfork_child(void)
     pthread_mutex_init(&pg.lock, NULL);
     ntp_purger_init();
     pg.stop = 0;
+    pg.nudged = 0;
     ntp_store(&pg.running, 0);
     ntp_store(&pg.passes, 0);
     atomic_store(&ntp_purger_flags, pg.want ? NTP_PURGER_START : 0u);

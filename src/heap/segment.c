@@ -394,7 +394,8 @@ static void purge_locked(unsigned kind, int force)
         }
     }
     uint64_t now = ntpool_os_now_ms();
-    if (!force && now - k->last_purge_ms < ntp_heap.cfg.purge_delay_ms)
+    uint64_t delay = ntp_purge_delay();
+    if (!force && now - k->last_purge_ms < delay)
         return;
     k->last_purge_ms = now;
     ntp_segment_t *next;
@@ -402,7 +403,7 @@ static void purge_locked(unsigned kind, int force)
         next = seg->next;
         if (seg->dirty_mask == 0)
             continue;
-        if (force || now - seg->dirty_since_ms >= ntp_heap.cfg.purge_delay_ms)
+        if (force || now - seg->dirty_since_ms >= delay)
             purge_segment(k, seg);
     }
 }

@@ -821,6 +821,39 @@ START_TEST(purge_thread_releases_while_all_idle)
 }
 END_TEST
 
+/* NTPOOL_PURGE_DELAY set while the library runs applies at once: spans kept under a delay of
+ * ten minutes stay, and go back soon after the delay is set to 20 ms (the purge thread, in its
+ * wait of five minutes, makes a pass at once). */
+START_TEST(purge_delay_set_while_running)
+{
+    idle_configure(600000);
+    ntpool_engine_stats_t es;
+    ntpool_engine_stats(&es);
+    ck_assert_int_eq(ntpool_heap_purger(1), 0);
+    sem_init(&idle_emptied, 0, 0);
+    sem_init(&idle_wake, 0, 0);
+    uint64_t live0 = spans_live();
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, idle_sleeper, NULL), 0);
+    while (sem_wait(&idle_emptied) != 0)
+        ;
+    uint64_t live1 = spans_live();
+    size_t res1 = ntp_test_resident_pages(idle_blocks, IDLE_N);
+    ck_assert_uint_ge(live1, live0 + 8);
+    sleep_ms(200);
+    ck_assert_uint_eq(spans_live(), live1); /* ten minutes are not up */
+    ck_assert_int_eq(ntpool_option_set("NTPOOL_PURGE_DELAY", "20"), 0);
+    ck_assert_msg(wait_idle_released(live0, res1),
+                  "the new delay did not apply: %llu spans and %zu of %zu pages left after 10 s",
+                  (unsigned long long)(spans_live() - live0),
+                  ntp_test_resident_pages(idle_blocks, IDLE_N), res1);
+    sem_post(&idle_wake);
+    pthread_join(t, NULL);
+    ck_assert_msg(idle_bad == 0, "%d bad allocations, frees or contents (%s)", idle_bad, idle_why);
+    ck_assert_int_eq(ntpool_heap_purger(0), 0);
+}
+END_TEST
+
 /* A fork child has none of its parent's threads, the purge thread included: its first slow path
  * starts its own, which gives back what the child leaves idle. */
 START_TEST(purge_thread_in_fork_child)
@@ -924,5 +957,6 @@ int main(void)
     NTP_CASE(s, "late_double_free_report_unlocks", late_double_free_report_unlocks);
     NTP_CASE(s, "purge_thread_releases_while_all_idle", purge_thread_releases_while_all_idle);
     NTP_CASE(s, "purge_thread_in_fork_child", purge_thread_in_fork_child);
+    NTP_CASE(s, "purge_delay_set_while_running", purge_delay_set_while_running);
     return ntp_test_main(s);
 }
