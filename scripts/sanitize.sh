@@ -20,4 +20,4 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DNTPOOL_SANITIZE=thread \
 cmake --build build-tsan -j"$jobs" >/dev/null
 (cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
    ctest -j"$jobs" --output-on-failure \
-   -R '^(stress\.|engine\.|tags\.|ke\.|threads\.(thread_exit|churn|thread_cleanup|frees_by_another_thread|idle_thread_kept_spans_released|kept_spans_released_while_busy|purge_thread_releases_while_all_idle)|rel_churn\.|rel_concurrent\.(record|racing)|rel_fork\.|rel_owner_race\.)')
+   -R '^(stress\.|engine\.|tags\.|ke\.|threads\.(thread_exit|churn|thread_cleanup|frees_by_another_thread|idle_thread_kept_spans_released|kept_spans_released_while_busy|purge_thread_releases_while_all_idle|purge_delay_set_while_running)|rel_churn\.|rel_concurrent\.(record|racing)|rel_fork\.|rel_owner_race\.)')
