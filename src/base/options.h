@@ -61,9 +61,9 @@ typedef enum ntp_opt_type {
       "Milliseconds that free pages, and empty spans a thread keeps for reuse, stay resident "      \
       "unused before they go back.")                                                                \
     X(PURGE_THREAD, "NTPOOL_PURGE_THREAD", NTP_OPT_BOOL, "0", "1",                                  \
-      "A thread of the library's own gives back what stayed unused for the purge delay, while "     \
-      "there is any, even when the program's threads are all idle. `0`: that happens only when "    \
-      "one of them allocates or frees again.")                                                      \
+      "A thread of the library's own (`ntpool-purge`) gives back what stayed unused for the "      \
+      "purge delay, while there is any, even when the program's threads are all idle. `0`: that "   \
+      "happens only when one of them allocates or frees again.")                                    \
     X(LOCK_NONPAGED, "NTPOOL_LOCK_NONPAGED", NTP_OPT_TRISTATE, "0", "auto",                         \
       "Lock nonpaged pool in memory (mlock2 MLOCK_ONFAULT): `1`, `auto` (when the process may "     \
       "lock memory), `0`. Locked pages go back to the OS only a whole segment at a time.")        \
