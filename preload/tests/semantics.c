@@ -8,6 +8,7 @@
  * that makes the mistake and check its bug-check report (NTPOOL_BUGCHECK=exit:66).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <malloc.h>
@@ -498,18 +499,24 @@ static void case_fork(void)
 /* Whether a thread named ntpool-purge exists in this process, waiting up to about 5 s. */
 static int purge_thread_seen(void)
 {
-    char path[64], name[32];
+    char path[320], name[32];
     for (int tries = 0; tries < 500; tries++) {
-        for (int tid = getpid(); tid < getpid() + 4096; tid++) {
-            snprintf(path, sizeof path, "/proc/self/task/%d/comm", tid);
+        DIR *d = opendir("/proc/self/task");
+        CHECK(d != NULL);
+        int hit = 0;
+        for (struct dirent *e; !hit && (e = readdir(d)) != NULL;) {
+            if (e->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
             FILE *f = fopen(path, "r");
             if (f == NULL)
-                continue;
-            int hit = fgets(name, sizeof name, f) != NULL && strncmp(name, "ntpool-purge", 12) == 0;
+                continue; /* that thread has just exited */
+            hit = fgets(name, sizeof name, f) != NULL && strncmp(name, "ntpool-purge", 12) == 0;
             fclose(f);
-            if (hit)
-                return 1;
         }
+        closedir(d);
+        if (hit)
+            return 1;
         usleep(10000);
     }
     return 0;

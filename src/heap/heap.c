@@ -442,15 +442,20 @@ static void kept_release_stale(uint64_t now)
     }
 }
 
+/* When the next look after one at `now` may be: about twice a delay. */
+static uint64_t reap_next(uint64_t now)
+{
+    return now + ntp_purge_delay() / 2 + 1;
+}
+
 /* The slow paths' look at the kept spans, with no lock held: at most one thread looks at a
- * time, and at most about twice a delay. The purge thread is poked first (it may sleep). */
+ * time. The purge thread is poked first (it may sleep). */
 static void kept_reap(uint64_t now)
 {
     ntp_purger_poke();
     uint64_t next = ntp_load(&kept_reap_next_ms);
     if (now < next || ntp_load(&kept_total) == 0 ||
-        !atomic_compare_exchange_strong(&kept_reap_next_ms, &next,
-                                        now + ntp_purge_delay() / 2 + 1))
+        !atomic_compare_exchange_strong(&kept_reap_next_ms, &next, reap_next(now)))
         return;
     kept_release_stale(now);
 }
@@ -458,7 +463,7 @@ static void kept_reap(uint64_t now)
 int ntp_kept_reap_now(uint64_t now)
 {
     if (ntp_load(&kept_total) != 0) {
-        ntp_store(&kept_reap_next_ms, now + ntp_purge_delay() / 2 + 1);
+        ntp_store(&kept_reap_next_ms, reap_next(now));
         kept_release_stale(now);
     }
     return ntp_kept_bytes() != 0;

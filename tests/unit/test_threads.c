@@ -622,16 +622,31 @@ static uint64_t spans_live(void)
     return st.spans_live;
 }
 
-START_TEST(idle_thread_kept_spans_released)
+/* Start the sleeper and wait until it has emptied its round. */
+static pthread_t idle_start(void)
 {
-    idle_configure(IDLE_DELAY_MS);
     sem_init(&idle_emptied, 0, 0);
     sem_init(&idle_wake, 0, 0);
-    uint64_t live0 = spans_live(), created0;
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, idle_sleeper, NULL), 0);
     while (sem_wait(&idle_emptied) != 0)
         ;
+    return t;
+}
+
+/* Wake the sleeper for its second round and check everything it did. */
+static void idle_finish(pthread_t t)
+{
+    sem_post(&idle_wake);
+    pthread_join(t, NULL);
+    ck_assert_msg(idle_bad == 0, "%d bad allocations, frees or contents (%s)", idle_bad, idle_why);
+}
+
+START_TEST(idle_thread_kept_spans_released)
+{
+    idle_configure(IDLE_DELAY_MS);
+    uint64_t live0 = spans_live(), created0;
+    pthread_t t = idle_start();
     uint64_t live1 = spans_live();
     size_t res1 = ntp_test_resident_pages(idle_blocks, IDLE_N);
     /* 2 MiB emptied: all but the current span are kept (the allowance is 8 MiB). */
@@ -657,9 +672,7 @@ START_TEST(idle_thread_kept_spans_released)
     ck_assert_msg(res2 <= res1 / 8, "%zu of %zu pages still resident after the release", res2, res1);
     ck_assert_int_eq(ntpool_heap_free(p, IDLE_LABEL, &info), NTPOOL_HF_OK);
     /* The sleeper wakes and fills again: new spans, every block intact, its heap valid. */
-    sem_post(&idle_wake);
-    pthread_join(t, NULL);
-    ck_assert_msg(idle_bad == 0, "%d bad allocations, frees or contents (%s)", idle_bad, idle_why);
+    idle_finish(t);
     ntpool_heap_stats(&st);
     ck_assert_uint_gt(st.spans_created, created0);
     assert_valid("after the sleeper's second round");
@@ -773,14 +786,9 @@ START_TEST(purge_thread_releases_while_all_idle)
     idle_configure(IDLE_DELAY_MS);
     ntpool_engine_stats_t es;
     ntpool_engine_stats(&es); /* the library set up: the option applies at once */
-    sem_init(&idle_emptied, 0, 0);
-    sem_init(&idle_wake, 0, 0);
     uint64_t live0 = spans_live(), passes;
     int running;
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, idle_sleeper, NULL), 0);
-    while (sem_wait(&idle_emptied) != 0)
-        ;
+    pthread_t t = idle_start();
     uint64_t live1 = spans_live();
     size_t res1 = ntp_test_resident_pages(idle_blocks, IDLE_N);
     ck_assert_msg(live1 >= live0 + 8 && res1 >= IDLE_N * IDLE_SIZE / NTP_PAGE_SIZE / 2,
@@ -808,9 +816,7 @@ START_TEST(purge_thread_releases_while_all_idle)
                   (unsigned long long)p1);
     ck_assert_uint_gt(p1, 0);
     /* The sleeper fills and empties again, intact; the thread, woken, gives that back too. */
-    sem_post(&idle_wake);
-    pthread_join(t, NULL);
-    ck_assert_msg(idle_bad == 0, "%d bad allocations, frees or contents (%s)", idle_bad, idle_why);
+    idle_finish(t);
     assert_valid("after the sleeper's second round");
     ck_assert_msg(wait_idle_released(live0, res1), "its exit's spans were left resident");
     purge_stats(&passes, &running);
@@ -830,13 +836,8 @@ START_TEST(purge_delay_set_while_running)
     ntpool_engine_stats_t es;
     ntpool_engine_stats(&es);
     ck_assert_int_eq(ntpool_heap_purger(1), 0);
-    sem_init(&idle_emptied, 0, 0);
-    sem_init(&idle_wake, 0, 0);
     uint64_t live0 = spans_live();
-    pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, idle_sleeper, NULL), 0);
-    while (sem_wait(&idle_emptied) != 0)
-        ;
+    pthread_t t = idle_start();
     uint64_t live1 = spans_live();
     size_t res1 = ntp_test_resident_pages(idle_blocks, IDLE_N);
     ck_assert_uint_ge(live1, live0 + 8);
@@ -847,9 +848,7 @@ START_TEST(purge_delay_set_while_running)
                   "the new delay did not apply: %llu spans and %zu of %zu pages left after 10 s",
                   (unsigned long long)(spans_live() - live0),
                   ntp_test_resident_pages(idle_blocks, IDLE_N), res1);
-    sem_post(&idle_wake);
-    pthread_join(t, NULL);
-    ck_assert_msg(idle_bad == 0, "%d bad allocations, frees or contents (%s)", idle_bad, idle_why);
+    idle_finish(t);
     ck_assert_int_eq(ntpool_heap_purger(0), 0);
 }
 END_TEST
